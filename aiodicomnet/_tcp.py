@@ -16,10 +16,15 @@ Why this exists (figures measured on loopback, see docs/benchmarks.md):
   with ``recv_into``, which is what lets a C-GET or a Storage SCP keep up
   with a fast sender.
 
-pynetdicom offers no option for these, but its ``EVT_CONN_OPEN`` event hands
-us the association, whose ``dul.socket`` is the ``AssociationSocket``.  We
-replace ``recv`` on that one *instance* (never on the class), so other
-pynetdicom users in the host process are untouched.
+pynetdicom offers no option for these.  For associations we *accept*, its
+``EVT_CONN_OPEN`` event hands us the association, whose ``dul.socket`` is the
+``AssociationSocket``: :func:`tune_association` replaces ``recv`` on that one
+*instance* (never on the class), so other pynetdicom users in the host process
+are untouched.  For associations we *request*, :class:`RequestorAE` (an ``AE``
+subclass, used only by aiodicomnet) creates a :class:`RequestorSocket`, which
+applies the same options and also remembers why a TCP connect failed
+(pynetdicom only logs it), so we can raise ``ConnectError`` or
+``ConnectTimeout`` instead of guessing.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ import socket
 import sys
 from typing import Any
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
+from pynetdicom.transport import AddressInformation, AssociationSocket
 
-__all__ = ["CONN_OPEN_HANDLER", "tune_association"]
+__all__ = ["CONN_OPEN_HANDLER", "RequestorAE", "RequestorSocket", "tune_association"]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None) if sys.platform == "linux" else None
 
@@ -61,6 +67,69 @@ def _fast_recv_factory(assoc_sock: Any) -> Any:
     return recv
 
 
+def _tune_socket(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if _QUICKACK is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
+class _RecordingSocket(socket.socket):
+    """A TCP socket that remembers the error of a failed ``connect``."""
+
+    connect_error: OSError | None = None
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+        _tune_socket(self)
+
+
+class RequestorSocket(AssociationSocket):
+    """pynetdicom's AssociationSocket, tuned, and recording connect failures."""
+
+    connect_error: OSError | None = None
+
+    def __init__(self, assoc: Any, address: AddressInformation) -> None:
+        super().__init__(assoc, address=address)
+        self.recv = _fast_recv_factory(self)  # type: ignore[method-assign]
+
+    def _create_socket(self, address: AddressInformation) -> socket.socket:
+        family = socket.AF_INET if address.is_ipv4 else socket.AF_INET6
+        sock = _RecordingSocket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.assoc.network_timeout is not None:
+            sock.settimeout(self.assoc.network_timeout)
+        sock.bind(address.as_tuple)
+        self._raw = sock
+        self._is_connected = False
+        return sock
+
+    def connect(self, primitive: Any) -> None:
+        super().connect(primitive)
+        self.connect_error = self._raw.connect_error
+
+
+class RequestorAE(AE):
+    """An AE whose requested associations use :class:`RequestorSocket`.
+
+    ``last_socket`` is the socket of the latest association request, so the
+    association can be aborted (cancellation) before ``associate`` returns.
+    """
+
+    last_socket: RequestorSocket | None = None
+
+    def _create_socket(
+        self, assoc: Any, address: AddressInformation, tls_args: Any
+    ) -> AssociationSocket:
+        sock = RequestorSocket(assoc, address)
+        sock.tls_args = tls_args
+        self.last_socket = sock
+        return sock
+
+
 def tune_association(assoc: Any) -> None:
     """Apply TCP_NODELAY, TCP_QUICKACK re-arming and the fast recv to an association."""
     assoc_sock = assoc.dul.socket
@@ -70,9 +139,7 @@ def tune_association(assoc: Any) -> None:
     if sock is None:
         return
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if _QUICKACK is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        _tune_socket(sock)
     except OSError:  # pragma: no cover - socket already closed
         return
     if not hasattr(sock, "recv_into") or sock.__class__.__name__ == "SSLSocket":

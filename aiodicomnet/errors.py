@@ -107,9 +107,7 @@ class AssociationRejected(AssociationError):
         result_str, source_str, reason_str: their PS3.8 names.
     """
 
-    def __init__(
-        self, result: int, source: int, reason: int, *, node: Node | None = None
-    ) -> None:
+    def __init__(self, result: int, source: int, reason: int, *, node: Node | None = None) -> None:
         self.result = result
         self.source = source
         self.reason = reason

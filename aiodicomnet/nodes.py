@@ -80,6 +80,8 @@ class Node:
             host, colon, port_text = rest.rpartition(":")
             if not colon:
                 raise ValueError(f"node {text!r} has no port (AET@host:port)")
+            if ":" in host:  # "AET@fe80::1" must not read as host "fe80:", port 1
+                raise ValueError(f"node {text!r}: an IPv6 address needs brackets, AET@[ipv6]:port")
         if not port_text.isdigit() or not port_text.isascii():
             raise ValueError(f"node {text!r}: port {port_text!r} is not a number")
         return cls(aet, host, int(port_text), name)

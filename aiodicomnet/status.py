@@ -43,8 +43,11 @@ def describe(status: int, service: str = "", sop_class: str | None = None) -> tu
         return cat, text
     cat = category(status)
     ranges = {
-        "C-STORE": [(0xA700, 0xA7FF, "Out of resources"), (0xA900, 0xA9FF,
-                     "Data set does not match SOP Class"), (0xC000, 0xCFFF, "Cannot understand")],
+        "C-STORE": [
+            (0xA700, 0xA7FF, "Out of resources"),
+            (0xA900, 0xA9FF, "Data set does not match SOP Class"),
+            (0xC000, 0xCFFF, "Cannot understand"),
+        ],
         "C-FIND": [(0xC000, 0xCFFF, "Unable to process")],
         "C-MOVE": [(0xC000, 0xCFFF, "Unable to process")],
         "C-GET": [(0xC000, 0xCFFF, "Unable to process")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = ["Timeouts"]
 
@@ -31,13 +32,15 @@ class Timeouts:
         for name in ("connect", "acse", "dimse", "network", "cancel"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"Timeouts.{name} must be a positive number or None, not {value!r}")
+                raise ValueError(
+                    f"Timeouts.{name} must be a positive number or None, not {value!r}"
+                )
 
     @classmethod
     def all(cls, seconds: float) -> Timeouts:
         """The same value for every timeout."""
         return cls(seconds, seconds, seconds, seconds, seconds)
 
-    def with_(self, **changes: float | None) -> Timeouts:
+    def with_(self, **changes: Any) -> Timeouts:
         """A copy with some timeouts changed."""
         return replace(self, **changes)

@@ -2,7 +2,67 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+import pytest
+
 pytest_plugins = [
     "tests.peers.orthanc",
     "tests.peers.dcmtk",
 ]
+
+
+# Idle worker-pool threads of anyio and asyncio are reused infrastructure, not leaks.
+_POOLED = ("AnyIO worker thread", "asyncio_")
+
+
+def _connections() -> set[tuple[object, object, str]]:
+    conns = psutil.Process().net_connections(kind="inet")
+    return {
+        (c.laddr, c.raddr, c.status)
+        for c in conns
+        if c.status not in (psutil.CONN_TIME_WAIT, psutil.CONN_LISTEN, psutil.CONN_NONE)
+    }
+
+
+@dataclass
+class LeakCheck:
+    """Threads and sockets of this process at the start of a test."""
+
+    threads: set[threading.Thread]
+    connections: set[tuple[object, object, str]]
+
+    def _new(self) -> list[threading.Thread]:
+        return [
+            t
+            for t in threading.enumerate()
+            if t not in self.threads
+            and t is not threading.current_thread()
+            and not t.name.startswith(_POOLED)
+        ]
+
+    def new_threads(self, join_timeout: float = 15.0) -> list[threading.Thread]:
+        """Threads started since the baseline still alive after joining them (bounded)."""
+        for t in self._new():
+            t.join(join_timeout)
+        return [t for t in self._new() if t.is_alive()]
+
+    def new_connections(self) -> set[tuple[object, object, str]]:
+        return _connections() - self.connections
+
+    def assert_clean(self) -> None:
+        threads = self.new_threads()
+        assert not threads, f"threads left behind: {[t.name for t in threads]}"
+        conns = self.new_connections()
+        assert not conns, f"sockets left open: {conns}"
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[LeakCheck]:
+    """Assert that a test leaves no thread and no TCP connection behind."""
+    check = LeakCheck(set(threading.enumerate()), _connections())
+    yield check
+    check.assert_clean()

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -137,7 +137,9 @@ class Corpus:
         }
 
     def instances(self, series_uid: str | None = None) -> list[Dataset]:
-        return [ds for ds in self.datasets if series_uid is None or ds.SeriesInstanceUID == series_uid]
+        return [
+            ds for ds in self.datasets if series_uid is None or ds.SeriesInstanceUID == series_uid
+        ]
 
 
 PATIENTS = [
@@ -195,5 +197,9 @@ def iter_large_ct(n: int, rows: int = 512, columns: int = 512) -> Iterator[Datas
     study_uid, series_uid = uid(), uid()
     for i in range(n):
         yield make_dataset(
-            study_uid=study_uid, series_uid=series_uid, instance_number=i + 1, rows=rows, columns=columns
+            study_uid=study_uid,
+            series_uid=series_uid,
+            instance_number=i + 1,
+            rows=rows,
+            columns=columns,
         )

@@ -1,0 +1,171 @@
+"""Thread <-> event loop: the only place where the two worlds meet.
+
+pynetdicom is blocking and its associations are not safe for concurrent
+DIMSE calls from several threads, so each association is owned by one
+:class:`OwnerThread` (as aiosqlite owns one sqlite3 connection per thread).
+The event loop submits calls to it and awaits their results; a call that
+produces many results (pending C-FIND responses, received instances) pushes
+them through a bounded anyio memory stream with :meth:`Outbox.put`, which
+blocks the owner thread while the stream is full: backpressure, not
+buffering.
+
+Everything here works on both anyio backends (asyncio and trio): the thread
+reaches the loop through ``anyio.from_thread`` with the loop's token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+T = TypeVar("T")
+
+__all__ = ["Call", "Closed", "Outbox", "OwnerThread", "outbox"]
+
+_STOP = object()
+
+
+class Closed(Exception):
+    """The loop side has stopped listening (stream closed or loop gone)."""
+
+
+class OwnerThread:
+    """A daemon thread that runs submitted calls one at a time, in order.
+
+    Args:
+        name: the thread's name (shows in debuggers and leak reports).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The underlying thread."""
+        return self._thread
+
+    def _run(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is _STOP:
+                return
+            call()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Call[T]:
+        """Queue ``fn(*args)`` for the owner thread; must be called on the event loop."""
+        call: Call[T] = Call(fn, args)
+        self._calls.put(call)
+        return call
+
+    async def run(
+        self, fn: Callable[..., T], *args: Any, on_cancel: Callable[[], None] | None = None
+    ) -> T:
+        """Run ``fn(*args)`` in the owner thread and return its result.
+
+        If the awaiting task is cancelled, ``on_cancel`` is called (in a helper
+        thread, to make ``fn`` return early, e.g. by aborting the association)
+        and the call is still awaited, shielded, so the thread is never left
+        working on behalf of nobody.
+        """
+        call = self.submit(fn, *args)
+        try:
+            return await call.wait()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                if on_cancel is not None and not call.done:
+                    await anyio.to_thread.run_sync(on_cancel)
+                await call.finished()
+            raise
+
+    async def stop(self) -> None:
+        """Let queued calls finish, end the thread and wait for it (shielded)."""
+        self._calls.put(_STOP)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._thread.join)
+
+
+class Call(Generic[T]):
+    """A call queued on an :class:`OwnerThread`; await it with :meth:`wait`."""
+
+    def __init__(self, fn: Callable[..., T], args: tuple[Any, ...]) -> None:
+        self._fn = fn
+        self._args = args
+        self._token = anyio.lowlevel.current_token()
+        self._event = anyio.Event()
+        self._outcome: tuple[bool, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the call has returned or raised."""
+        return self._outcome is not None
+
+    def __call__(self) -> None:  # runs in the owner thread
+        try:
+            self._outcome = (True, self._fn(*self._args))
+        except BaseException as exc:
+            self._outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is gone
+            anyio.from_thread.run_sync(self._event.set, token=self._token)
+
+    async def finished(self) -> None:
+        """Wait until the call is done, without raising its error."""
+        await self._event.wait()
+
+    async def wait(self) -> T:
+        """Wait for the call and return its result (or raise its exception)."""
+        await self._event.wait()
+        assert self._outcome is not None
+        ok, value = self._outcome
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+
+class Outbox(Generic[T]):
+    """The owner thread's end of a bounded stream to the event loop."""
+
+    def __init__(self, send: MemoryObjectSendStream[T], token: Any) -> None:
+        self._send = send
+        self._token = token
+        self.closed = False
+
+    def put(self, item: T) -> None:
+        """Deliver ``item`` to the loop, blocking while the stream is full.
+
+        Raises:
+            Closed: the receiving side is closed or the event loop is gone.
+        """
+        if self.closed:
+            raise Closed
+        try:
+            anyio.from_thread.run(self._send.send, item, token=self._token)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError) as exc:
+            self.closed = True
+            raise Closed from exc
+
+    def close(self) -> None:
+        """Close the sending side (the loop's iterator then ends)."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(RuntimeError):
+            anyio.from_thread.run_sync(self._send.close, token=self._token)
+
+
+def outbox(max_buffer: int) -> tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]:
+    """Create a bounded stream: an :class:`Outbox` for a thread and the loop's receiver.
+
+    Must be called on the event loop.
+    """
+    send, receive = anyio.create_memory_object_stream[Any](max_buffer)
+    return Outbox(send, anyio.lowlevel.current_token()), receive

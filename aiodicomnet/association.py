@@ -1,0 +1,615 @@
+"""One negotiated pynetdicom association, owned by one worker thread.
+
+:class:`Association` is the DIMSE transport under :class:`~aiodicomnet.Client`:
+it opens (negotiates) an association in its :class:`~aiodicomnet._bridge.OwnerThread`,
+runs C-ECHO, C-FIND, C-MOVE, C-GET and C-STORE there, and turns what
+pynetdicom reports (empty status datasets, ``is_rejected`` flags, log lines)
+into typed errors.  Multi-response services are async generators: responses
+cross to the loop through a bounded stream as they arrive, and closing the
+generator early (``break``, task cancellation, a timeout scope) sends
+C-CANCEL, waits ``Timeouts.cancel`` for the peer's final response and aborts
+the association if it does not come.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.association import Association as _PynetAssociation
+from pynetdicom.pdu_primitives import A_P_ABORT
+from pynetdicom.presentation import PresentationContext
+
+from . import status as _status
+from ._bridge import Closed, Outbox, OwnerThread, outbox
+from ._tcp import RequestorAE
+from .errors import (
+    AssociationAborted,
+    AssociationRejected,
+    AssociationTimeout,
+    ConnectError,
+    ConnectTimeout,
+    DicomError,
+    DimseTimeout,
+    NegotiationError,
+    StatusError,
+)
+from .nodes import Node
+from .results import InstanceOutcome, Progress
+from .timeouts import Timeouts
+
+__all__ = ["Association", "StoreItem"]
+
+log = logging.getLogger("aiodicomnet.association")
+
+#: What C-STORE sends: a Dataset (with file_meta) or the path of a Part 10 file.
+StoreItem = Dataset | Path
+
+#: A C-STORE handler for C-GET sub-operations: ``(event) -> status``.
+StoreHandler = Callable[[evt.Event], int]
+
+_SUBOP_KEYWORDS = (
+    "NumberOfRemainingSuboperations",
+    "NumberOfCompletedSuboperations",
+    "NumberOfFailedSuboperations",
+    "NumberOfWarningSuboperations",
+)
+
+
+def _progress(status_ds: Dataset, identifier: Dataset | None, done: bool) -> Progress:
+    counts = [status_ds.get(k) for k in _SUBOP_KEYWORDS]
+    failed_uids: tuple[str, ...] = ()
+    if done and identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+        value = identifier.FailedSOPInstanceUIDList
+        failed_uids = tuple(value) if isinstance(value, (list, tuple)) else (str(value),)
+        failed_uids = tuple(u for u in failed_uids if u)
+    return Progress(
+        remaining=None if counts[0] is None else int(counts[0]),
+        completed=int(counts[1] or 0),
+        failed=int(counts[2] or 0),
+        warning=int(counts[3] or 0),
+        status=int(status_ds.Status),
+        done=done,
+        failed_instances=failed_uids,
+    )
+
+
+class Association:
+    """An association from our AE to one node, owned by one worker thread.
+
+    Use :meth:`open` then the service methods, then :meth:`release` (or
+    :meth:`abort`); or ``async with``.  Service methods must not be called
+    concurrently on one association: the client serialises them.
+
+    Args:
+        ae_title: our (calling) AE title.
+        node: the peer.
+        contexts: presentation contexts to propose (at most 128).
+        timeouts: connect, ACSE, DIMSE, network and cancel timeouts.
+        max_pdu: our maximum PDU receive length (0: unlimited).
+        roles: SCP/SCU role selection items (C-GET).
+        store_handler: handles C-STORE sub-operations of a C-GET.
+        buffer: how many responses may wait on the loop before the worker blocks.
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        node: Node,
+        contexts: Sequence[PresentationContext],
+        *,
+        timeouts: Timeouts | None = None,
+        max_pdu: int = 0,
+        roles: Sequence[Any] = (),
+        store_handler: StoreHandler | None = None,
+        buffer: int = 16,
+    ) -> None:
+        self.ae_title = ae_title
+        self.node = node
+        self.timeouts = timeouts or Timeouts()
+        self._contexts = list(contexts)
+        self._max_pdu = max_pdu
+        self._roles = list(roles)
+        self._store_handler = store_handler
+        self._buffer = buffer
+        self._assoc: _PynetAssociation | None = None
+        self._ae: RequestorAE | None = None
+        self._owner: OwnerThread | None = None
+        self._msg_ids = itertools.count(1)
+        self._cancel_lock = threading.Lock()
+        self._cancelled: set[int] = set()
+        self._abort_requested = False
+        self._dimse_timed_out = False
+        self._last_rx = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_established(self) -> bool:
+        """Whether the association is up."""
+        return self._assoc is not None and bool(self._assoc.is_established)
+
+    @property
+    def accepted_contexts(self) -> list[PresentationContext]:
+        """The presentation contexts the peer accepted."""
+        return [] if self._assoc is None else list(self._assoc.accepted_contexts)
+
+    async def __aenter__(self) -> Association:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            await self.release()
+        else:
+            await self.abort()
+
+    async def open(self) -> None:
+        """Connect and negotiate; raise a typed error if that fails."""
+        self._owner = OwnerThread(f"aiodicomnet {self.ae_title}->{self.node.ae_title}")
+        try:
+            await self._owner.run(self._open_in_thread, on_cancel=self._abort_now)
+        except BaseException:
+            await self._shutdown_thread()
+            raise
+
+    async def release(self) -> None:
+        """Release the association gracefully (abort if the peer does not answer)."""
+        await self._finish(self._release_in_thread)
+
+    async def abort(self) -> None:
+        """Abort the association (A-ABORT) and stop its thread."""
+        await self._finish(self._abort_in_thread)
+
+    async def _finish(self, how: Callable[[], None]) -> None:
+        if self._owner is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._owner.run(how)
+            finally:
+                await self._shutdown_thread()
+
+    async def _shutdown_thread(self) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            await owner.stop()
+
+    # ------------------------------------------------------------------ services
+
+    async def echo(self) -> float:
+        """Send C-ECHO; return the round-trip time in seconds."""
+        rtt: float = await self._call(self._echo_in_thread)
+        return rtt
+
+    async def store(self, items: Iterable[StoreItem]) -> AsyncGenerator[InstanceOutcome, None]:
+        """Send each item with C-STORE, yielding one outcome per item as it completes."""
+        async for outcome in self._stream(self._store_in_thread, list(items)):
+            yield outcome
+
+    async def find(self, identifier: Dataset, model: str) -> AsyncGenerator[Dataset, None]:
+        """Send C-FIND; yield each pending response's identifier as it arrives."""
+        msg_id = self._next_id()
+        async for item in self._stream(
+            self._find_in_thread, identifier, model, msg_id, cancel=(msg_id, model)
+        ):
+            yield item
+
+    async def move(
+        self, identifier: Dataset, model: str, destination: str
+    ) -> AsyncGenerator[Progress, None]:
+        """Send C-MOVE; yield progress for each response, the last one final (``done``)."""
+        msg_id = self._next_id()
+        async for item in self._stream(
+            self._move_in_thread, identifier, model, destination, msg_id, cancel=(msg_id, model)
+        ):
+            yield item
+
+    async def get(self, identifier: Dataset, model: str) -> AsyncGenerator[Any, None]:
+        """Send C-GET; yield progress, interleaved with what ``store_handler`` delivers.
+
+        The store handler given at construction runs in the owner thread for
+        each C-STORE sub-operation; it may push items into :attr:`get_outbox`.
+        """
+        msg_id = self._next_id()
+        self.message_id = msg_id
+        async for item in self._stream(
+            self._get_in_thread, identifier, model, msg_id, cancel=(msg_id, model)
+        ):
+            yield item
+
+    #: The outbox of the C-GET in progress (for the store handler).
+    get_outbox: Outbox[Any] | None = None
+    #: The Message ID of the last C-GET request.
+    message_id: int = 0
+
+    # ------------------------------------------------------------------ loop side
+
+    def _next_id(self) -> int:
+        return (next(self._msg_ids) - 1) % 65535 + 1
+
+    def _require_owner(self) -> OwnerThread:
+        if self._owner is None or self._assoc is None:
+            raise AssociationAborted("association is not open", node=self.node)
+        return self._owner
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._require_owner().run(fn, *args, on_cancel=self._abort_now)
+
+    async def _stream(
+        self, fn: Callable[..., None], *args: Any, cancel: tuple[int, str] | None = None
+    ) -> AsyncGenerator[Any, None]:
+        """Run ``fn(outbox, *args)`` in the owner thread and yield what it puts.
+
+        On early exit (consumer stops, task cancelled) the stream is closed,
+        C-CANCEL is sent for ``cancel`` = (message id, SOP class), the call is
+        given ``Timeouts.cancel`` seconds to end, then the association is aborted.
+        """
+        owner = self._require_owner()
+        box, receive = outbox(self._buffer)
+        call = owner.submit(fn, box, *args)
+        completed = False
+        try:
+            with receive:
+                async for item in receive:
+                    yield item
+            await call.wait()
+            completed = True
+        finally:
+            if not completed and not call.done:
+                with anyio.CancelScope(shield=True):
+                    receive.close()
+                    if cancel is not None:
+                        await anyio.to_thread.run_sync(self._send_cancel, *cancel)
+                    with anyio.move_on_after(self.timeouts.cancel):
+                        await call.finished()
+                    if not call.done:
+                        log.warning("%s: no answer to C-CANCEL, aborting", self.node)
+                        await anyio.to_thread.run_sync(self._abort_now)
+                        await call.finished()
+
+    # ------------------------------------------------------------------ owner thread
+
+    def _open_in_thread(self) -> None:
+        t = self.timeouts
+        ae = RequestorAE(ae_title=self.ae_title)
+        ae.connection_timeout = t.connect
+        ae.acse_timeout = t.acse
+        ae.dimse_timeout = t.dimse
+        ae.network_timeout = t.network
+        ae.maximum_pdu_size = self._max_pdu
+        self._ae = ae
+        try:
+            infos = socket.getaddrinfo(
+                self.node.host, self.node.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ConnectError(
+                f"cannot resolve host {self.node.host!r}: {exc}", node=self.node
+            ) from exc
+        family, _, _, _, sockaddr = infos[0]
+        address = str(sockaddr[0])
+        self._acse_received: list[Any] = []
+        handlers: list[Any] = [
+            (evt.EVT_ACSE_RECV, self._on_acse_recv),
+            (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+        if self._store_handler is not None:
+            handlers.append((evt.EVT_C_STORE, self._store_handler))
+        bind = ("::", 0) if family == socket.AF_INET6 else ("", 0)
+        assoc = ae.associate(
+            address,
+            self.node.port,
+            contexts=self._contexts,
+            ae_title=self.node.ae_title,
+            max_pdu=self._max_pdu,
+            ext_neg=self._roles or None,
+            bind_address=bind,
+            evt_handlers=handlers,
+        )
+        if assoc.is_established:
+            self._assoc = assoc
+            return
+        self._join(assoc)
+        raise self._why_not_established(assoc)
+
+    def _on_acse_recv(self, event: evt.Event) -> None:
+        self._acse_received.append(event.event.name)
+
+    def _on_dimse_recv(self, event: evt.Event) -> None:
+        self._last_rx = time.monotonic()
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        # pynetdicom aborts in the thread that waits for a DIMSE response (ours)
+        # when the DIMSE timeout expires or the peer sends something invalid.
+        if self._owner is not None and threading.current_thread() is self._owner.thread:
+            idle = time.monotonic() - self._last_rx
+            dimse = self.timeouts.dimse
+            self._dimse_timed_out = dimse is not None and idle >= dimse * 0.9
+
+    def _why_not_established(self, assoc: _PynetAssociation) -> DicomError:
+        sock = getattr(self._ae, "last_socket", None)
+        connect_error = getattr(sock, "connect_error", None)
+        node, t = self.node, self.timeouts
+        if connect_error is not None:
+            if isinstance(connect_error, TimeoutError):
+                return ConnectTimeout(
+                    f"TCP connect timed out after {t.connect} s",
+                    timeout="connect",
+                    seconds=t.connect,
+                    node=node,
+                )
+            return ConnectError(f"cannot connect: {connect_error}", node=node)
+        rsp = assoc.acceptor.primitive
+        if assoc.is_rejected and rsp is not None:
+            return AssociationRejected(
+                int(rsp.result or 0),
+                int(rsp.result_source or 0),
+                int(rsp.diagnostic or 0),
+                node=node,
+            )
+        if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
+            offered = ", ".join(sorted({str(cx.abstract_syntax) for cx in self._contexts}))
+            return NegotiationError(
+                f"association accepted but no presentation context was (proposed: {offered})",
+                node=node,
+            )
+        if self._acse_received or self._abort_requested:
+            return AssociationAborted("association aborted during negotiation", node=node)
+        return AssociationTimeout(
+            f"no A-ASSOCIATE response within the ACSE timeout ({t.acse} s)",
+            timeout="acse",
+            seconds=t.acse,
+            node=node,
+        )
+
+    def _join(self, assoc: _PynetAssociation | None) -> None:
+        """Wait for pynetdicom's reactor and DUL threads of ``assoc`` to end."""
+        if assoc is None:
+            return
+        limit = (self.timeouts.acse or 30.0) + 5.0
+        for thread in (assoc, assoc.dul):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(limit)
+
+    def _release_in_thread(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is None:
+            return
+        if assoc.is_established:
+            assoc.release()
+        if assoc.is_established or not (assoc.is_released or assoc.is_aborted):
+            assoc.abort()
+        self._join(assoc)
+
+    def _abort_in_thread(self) -> None:
+        assoc, self._assoc = self._assoc, None
+        if assoc is None:
+            return
+        assoc.abort()
+        self._join(assoc)
+
+    def _abort_now(self) -> None:
+        """Abort from any thread, to unblock the owner thread (cancellation)."""
+        self._abort_requested = True
+        assoc = self._assoc
+        if assoc is None and self._ae is not None:
+            sock = getattr(self._ae, "last_socket", None)
+            assoc = getattr(sock, "assoc", None)
+        if assoc is None:
+            return
+        negotiating = not assoc.is_established
+        assoc.abort()
+        if negotiating:
+            # The requesting thread waits for A-ASSOCIATE-AC/RJ on the DUL's
+            # user queue until the ACSE timeout; wake it with the A-P-ABORT
+            # indication it would get if the connection had dropped.
+            assoc.dul.to_user_queue.put(A_P_ABORT())
+
+    def _send_cancel(self, msg_id: int, model: str) -> None:
+        """Send C-CANCEL for ``msg_id`` once (any thread; pynetdicom queues it)."""
+        with self._cancel_lock:
+            if msg_id in self._cancelled:
+                return
+            self._cancelled.add(msg_id)
+        assoc = self._assoc
+        if assoc is not None and assoc.is_established:
+            try:
+                assoc.send_c_cancel(msg_id, query_model=model)
+            except (RuntimeError, ValueError) as exc:  # pragma: no cover - lost meanwhile
+                log.debug("C-CANCEL not sent: %s", exc)
+
+    def _no_response(self, service: str) -> DicomError:
+        """Explain an empty status: DIMSE timeout, abort, or lost connection."""
+        if self._dimse_timed_out and not self._abort_requested:
+            t = self.timeouts.dimse
+            return DimseTimeout(
+                f"no {service} response within the DIMSE timeout ({t} s)",
+                timeout="dimse",
+                seconds=t,
+                node=self.node,
+            )
+        return AssociationAborted(f"association aborted during {service}", node=self.node)
+
+    def _request_sent(self) -> None:
+        self._last_rx = time.monotonic()
+
+    def _status(self, status_ds: Dataset, service: str) -> int:
+        if "Status" not in status_ds:
+            self._mark_lost()
+            raise self._no_response(service)
+        return int(status_ds.Status)
+
+    def _mark_lost(self) -> None:
+        """The association is gone: join its threads so nothing is left behind."""
+        assoc = self._assoc
+        if assoc is not None and not assoc.is_established:
+            self._assoc = None
+            self._join(assoc)
+
+    def _echo_in_thread(self) -> float:
+        assoc = self._established()
+        self._request_sent()
+        start = time.perf_counter()
+        rsp = assoc.send_c_echo(msg_id=self._next_id())
+        rtt = time.perf_counter() - start
+        code = self._status(rsp, "C-ECHO")
+        if code != _status.SUCCESS:
+            raise StatusError("C-ECHO", code, node=self.node, error_comment=rsp.get("ErrorComment"))
+        return rtt
+
+    def _established(self) -> _PynetAssociation:
+        assoc = self._assoc
+        if assoc is None or not assoc.is_established:
+            raise AssociationAborted("association is no longer established", node=self.node)
+        return assoc
+
+    def _find_in_thread(
+        self, box: Outbox[Dataset], identifier: Dataset, model: str, msg_id: int
+    ) -> None:
+        try:
+            assoc = self._established()
+            self._request_sent()
+            for status_ds, ident in assoc.send_c_find(identifier, model, msg_id=msg_id):
+                code = self._status(status_ds, "C-FIND")
+                if _status.is_pending(code):
+                    if ident is not None:
+                        self._deliver(box, ident, msg_id, model)
+                elif code in (_status.SUCCESS, _status.CANCEL):
+                    return
+                else:
+                    raise StatusError(
+                        "C-FIND", code, node=self.node, error_comment=status_ds.get("ErrorComment")
+                    )
+        finally:
+            box.close()
+
+    def _deliver(self, box: Outbox[Any], item: Any, msg_id: int, model: str) -> None:
+        """Put ``item`` on the loop; if nobody listens any more, cancel the request."""
+        if box.closed:
+            return
+        try:
+            box.put(item)
+        except Closed:
+            self._send_cancel(msg_id, model)
+
+    def _retrieve_responses(
+        self,
+        box: Outbox[Any],
+        responses: Iterable[tuple[Dataset, Dataset | None]],
+        service: str,
+        msg_id: int,
+        model: str,
+    ) -> None:
+        try:
+            for status_ds, ident in responses:
+                code = self._status(status_ds, service)
+                if _status.is_pending(code):
+                    self._deliver(box, _progress(status_ds, ident, done=False), msg_id, model)
+                    continue
+                final = _progress(status_ds, ident, done=True)
+                if _status.category(code) == "Failure":
+                    err = StatusError(
+                        service, code, node=self.node, error_comment=status_ds.get("ErrorComment")
+                    )
+                    err.progress = final  # type: ignore[attr-defined]
+                    raise err
+                self._deliver(box, final, msg_id, model)
+                return
+        finally:
+            box.close()
+
+    def _move_in_thread(
+        self, box: Outbox[Progress], identifier: Dataset, model: str, destination: str, msg_id: int
+    ) -> None:
+        try:
+            assoc = self._established()
+            self._request_sent()
+            responses = assoc.send_c_move(identifier, destination, model, msg_id=msg_id)
+        except BaseException:
+            box.close()
+            raise
+        self._retrieve_responses(box, responses, "C-MOVE", msg_id, model)
+
+    def _get_in_thread(
+        self, box: Outbox[Any], identifier: Dataset, model: str, msg_id: int
+    ) -> None:
+        self.get_outbox = box
+        try:
+            assoc = self._established()
+            self._request_sent()
+            responses = assoc.send_c_get(identifier, model, msg_id=msg_id)
+        except BaseException:
+            box.close()
+            raise
+        try:
+            self._retrieve_responses(box, responses, "C-GET", msg_id, model)
+        finally:
+            self.get_outbox = None
+
+    def _store_in_thread(self, box: Outbox[InstanceOutcome], items: list[StoreItem]) -> None:
+        try:
+            for index, item in enumerate(items):
+                outcome = self._store_one(item)
+                box.put(outcome)
+                if outcome.status is None and not self.is_established:
+                    # The association is gone: report the rest as not sent, then raise.
+                    for rest in items[index + 1 :]:
+                        box.put(self._not_sent(rest, "association lost"))
+                    error = self._no_response("C-STORE")
+                    self._mark_lost()
+                    raise error
+        except Closed:
+            return
+        finally:
+            box.close()
+
+    @staticmethod
+    def _not_sent(item: StoreItem, error: str, ds: Dataset | None = None) -> InstanceOutcome:
+        source = item if isinstance(item, Path) else None
+        if ds is None and isinstance(item, Dataset):
+            ds = item
+        return InstanceOutcome(
+            sop_instance_uid=str(ds.get("SOPInstanceUID", "")) if ds is not None else "",
+            sop_class_uid=str(ds.get("SOPClassUID", "")) if ds is not None else "",
+            status=None,
+            source=source,
+            error=error,
+        )
+
+    def _store_one(self, item: StoreItem) -> InstanceOutcome:
+        ds: Dataset | None = None
+        try:
+            ds = dcmread(item) if isinstance(item, Path) else item
+        except Exception as exc:
+            return self._not_sent(item, f"unreadable DICOM file: {exc}")
+        if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+            return self._not_sent(item, "dataset has no SOP Class/Instance UID", ds)
+        assoc = self._assoc
+        if assoc is None or not assoc.is_established:
+            return self._not_sent(item, "association lost", ds)
+        try:
+            self._request_sent()
+            rsp = assoc.send_c_store(ds, msg_id=self._next_id())
+        except (ValueError, AttributeError) as exc:
+            return self._not_sent(item, str(exc), ds)
+        if "Status" not in rsp:
+            return self._not_sent(item, str(self._no_response("C-STORE")), ds)
+        return InstanceOutcome(
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            status=int(rsp.Status),
+            source=item if isinstance(item, Path) else None,
+        )

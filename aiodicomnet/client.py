@@ -1,0 +1,522 @@
+"""The :class:`Client`: awaitable DICOM services against remote nodes.
+
+Each operation opens an association (in a worker thread that owns it), runs
+its DIMSE service there and releases it.  Multi-response services return an
+:class:`Operation`: iterate it with ``async for`` to see results as they
+arrive, or ``await`` it for all of them at once.  Leaving the ``async for``
+early, cancelling the task or hitting a timeout scope sends C-CANCEL.
+
+For deterministic clean-up when breaking out of a loop early, prefer::
+
+    async with client.find(node, query) as results:
+        async for ds in results:
+            ...
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
+from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import evt
+from pynetdicom.presentation import PresentationContext
+
+from . import contexts as _cx
+from ._bridge import Closed
+from .association import Association, StoreItem
+from .errors import AssociationError, NegotiationError, QueryError, StatusError
+from .nodes import Node, validate_ae_title
+from .query import Query, as_identifier, sop_class
+from .results import InstanceOutcome, Progress, StoreResult
+from .storage import InvalidDataset, MemoryStorage, ReceivedInstance, Storage
+from .timeouts import Timeouts
+
+__all__ = ["Client", "Operation"]
+
+log = logging.getLogger("aiodicomnet.client")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+QueryLike = Query | Dataset
+StoreSource = StoreItem | str | Iterable[StoreItem | str]
+ProgressCallback = Callable[[Progress], object]
+
+
+class Operation(Generic[T, R]):
+    """A running (or not yet started) multi-response operation.
+
+    * ``async for item in op`` yields items as responses arrive;
+    * ``await op`` runs it to the end and returns its result;
+    * ``async with op as items:`` closes it deterministically on exit.
+
+    The operation starts when first iterated or awaited; an Operation can be
+    consumed once.
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], AsyncGenerator[T, None]],
+        finish: Callable[[list[T]], R],
+    ) -> None:
+        self._start = start
+        self._finish = finish
+        self._gen: AsyncGenerator[T, None] | None = None
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        if self._gen is not None:
+            raise RuntimeError("this operation is already running; it can be consumed once")
+        self._gen = self._start()
+        gen = self._gen
+        self._gen = _CONSUMED  # do not keep a reference: break must finalize it
+        return gen
+
+    async def __aenter__(self) -> AsyncGenerator[T, None]:
+        if self._gen is not None:
+            raise RuntimeError("this operation is already running; it can be consumed once")
+        self._gen = self._start()
+        return self._gen
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._gen is not None and self._gen is not _CONSUMED:
+            await self._gen.aclose()
+
+    async def _run(self) -> R:
+        items: list[T] = []
+        async with aclosing(self.__aiter__()) as gen:  # type: ignore[type-var]
+            async for item in gen:
+                items.append(item)
+        return self._finish(items)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self._run().__await__()
+
+
+_CONSUMED: Any = object()  # marks an Operation whose generator was handed out
+
+
+def _last_progress(items: list[Progress]) -> Progress:
+    return items[-1]
+
+
+def _as_list(items: list[T]) -> list[T]:
+    return items
+
+
+#: Storage SOP classes proposed for C-GET when a query cannot tell which are needed.
+DEFAULT_GET_SOP_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
+    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
+    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+    "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image
+    "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image
+    "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection Document
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.104.3",  # Encapsulated STL
+]
+
+_LEVEL_ORDER = ["PATIENT", "STUDY", "SERIES", "IMAGE"]
+_UNIQUE = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+class Client:
+    """An application entity that talks to remote nodes.
+
+    Args:
+        ae_title: our (calling) AE title.
+        timeouts: connect, ACSE, DIMSE, network and cancel timeouts.
+        max_pdu: the largest PDU we accept (0: no limit, the fastest).
+        buffer: responses that may wait for the consumer before the worker
+            thread (and so the peer, through TCP) is slowed down.
+
+    Use as ``async with Client("MYAE") as client:``.
+    """
+
+    def __init__(
+        self,
+        ae_title: str = "AIODICOMNET",
+        *,
+        timeouts: Timeouts | None = None,
+        max_pdu: int = 0,
+        buffer: int = 16,
+    ) -> None:
+        self.ae_title = validate_ae_title(ae_title)
+        self.timeouts = timeouts or Timeouts()
+        self.max_pdu = max_pdu
+        self.buffer = buffer
+        self._open: set[Association] = set()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Abort any association still open (normally there is none)."""
+        for assoc in list(self._open):
+            await assoc.abort()
+        self._open.clear()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @asynccontextmanager
+    async def _associate(
+        self,
+        node: Node,
+        contexts: list[PresentationContext],
+        **kwargs: Any,
+    ) -> AsyncIterator[Association]:
+        assoc = Association(
+            self.ae_title,
+            node,
+            contexts,
+            timeouts=kwargs.pop("timeouts", None) or self.timeouts,
+            max_pdu=self.max_pdu,
+            buffer=self.buffer,
+            **kwargs,
+        )
+        await assoc.open()
+        self._open.add(assoc)
+        try:
+            yield assoc
+        finally:
+            self._open.discard(assoc)
+            await assoc.release()
+
+    # ------------------------------------------------------------------ C-ECHO
+
+    async def echo(self, node: Node, *, timeouts: Timeouts | None = None) -> float:
+        """Verify ``node`` with C-ECHO; return the round-trip time in seconds.
+
+        Raises:
+            ConnectError, AssociationRejected, DicomTimeout, StatusError: as fits.
+        """
+        async with self._associate(node, _cx.verification_contexts(), timeouts=timeouts) as a:
+            return await a.echo()
+
+    # ------------------------------------------------------------------ C-FIND
+
+    def find(
+        self, node: Node, query: QueryLike, *, model: str | None = None
+    ) -> Operation[Dataset, list[Dataset]]:
+        """Search ``node`` with C-FIND.
+
+        Iterate for identifiers as the pending responses arrive, or await for
+        a list of all of them.  ``query`` is a :class:`Query` or a raw
+        identifier Dataset (with QueryRetrieveLevel); ``model`` is
+        ``"PATIENT_ROOT"`` or ``"STUDY_ROOT"`` (default: the query's own).
+
+        Raises:
+            QueryError: before anything is sent, for a malformed query.
+            StatusError: the peer answered with a failure status.
+        """
+        identifier, model_name = as_identifier(query, model, service="find")
+        return Operation(lambda: self._find(node, identifier, model_name), _as_list)
+
+    async def _find(
+        self, node: Node, identifier: Dataset, model: str
+    ) -> AsyncGenerator[Dataset, None]:
+        uid = sop_class(model, "find")
+        async with (
+            self._associate(node, _cx.query_contexts(uid)) as assoc,
+            aclosing(assoc.find(identifier, uid)) as responses,
+        ):
+            async for ds in responses:
+                yield ds
+
+    # ------------------------------------------------------------------ C-STORE
+
+    async def store(
+        self,
+        node: Node,
+        items: StoreSource,
+        *,
+        on_progress: Callable[[InstanceOutcome], object] | None = None,
+    ) -> StoreResult:
+        """Send instances with C-STORE; return one outcome per instance.
+
+        ``items`` are Datasets (with ``file_meta``), paths of Part 10 files, or
+        directories (searched recursively), alone or in an iterable.  One
+        association proposes exactly the SOP classes and transfer syntaxes
+        present (a second one is opened past 128 contexts).  Files are sent
+        as they are: their pixel data is never decoded.  A failure of one
+        instance does not stop the others; check :attr:`StoreResult.ok`.
+
+        Raises:
+            ConnectError, AssociationRejected, DicomTimeout: the association
+                could not be set up.
+            AssociationAborted, DimseTimeout: the association was lost midway;
+                the exception's ``partial`` attribute holds the StoreResult so
+                far, including the instances that were not sent.
+        """
+        plan, outcomes = await anyio.to_thread.run_sync(_plan_store, _flatten(items))
+        result = StoreResult(list(outcomes))
+        if on_progress is not None:
+            for outcome in outcomes:
+                on_progress(outcome)
+        if not plan:
+            return result
+        for group in _cx.store_context_groups(plan.keys()):
+            keys = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in group}
+            batch = [item for key in sorted(keys) for item in plan[key]]
+            try:
+                async with (
+                    self._associate(node, group) as assoc,
+                    aclosing(assoc.store(batch)) as sent,
+                ):
+                    async for outcome in sent:
+                        result.outcomes.append(outcome)
+                        if on_progress is not None:
+                            on_progress(outcome)
+            except AssociationError as exc:
+                exc.partial = result  # type: ignore[attr-defined]
+                raise
+        return result
+
+    # ------------------------------------------------------------------ C-MOVE
+
+    def move(
+        self, node: Node, query: QueryLike, destination: str, *, model: str | None = None
+    ) -> Operation[Progress, Progress]:
+        """Ask ``node`` to send what ``query`` names to the AE ``destination`` (C-MOVE).
+
+        Iterate for :class:`Progress` as responses arrive (the last one has
+        ``done`` set), or await for the final one.  A final *failure* status
+        (for example 0xA801, move destination unknown) raises
+        :class:`StatusError`, whose ``progress`` holds the final counts; a
+        warning (0xB000, some sub-operations failed) is a normal result.
+        """
+        destination = validate_ae_title(destination)
+        identifier, model_name = as_identifier(query, model, service="move")
+        return Operation(
+            lambda: self._move(node, identifier, model_name, destination), _last_progress
+        )
+
+    async def _move(
+        self, node: Node, identifier: Dataset, model: str, destination: str
+    ) -> AsyncGenerator[Progress, None]:
+        uid = sop_class(model, "move")
+        async with (
+            self._associate(node, _cx.query_contexts(uid)) as assoc,
+            aclosing(assoc.move(identifier, uid, destination)) as responses,
+        ):
+            async for progress in responses:
+                yield progress
+
+    # ------------------------------------------------------------------ C-GET
+
+    def get(
+        self,
+        node: Node,
+        query: QueryLike,
+        *,
+        model: str | None = None,
+        storage: Storage | None = None,
+        sop_classes: Iterable[str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Operation[ReceivedInstance, list[ReceivedInstance]]:
+        """Retrieve what ``query`` names over C-GET, on our own association.
+
+        Iterate for each :class:`ReceivedInstance` as it arrives, or await for
+        the list.  ``storage`` chooses where instances go (default: memory).
+        The SCP role is negotiated for ``sop_classes``; when not given, they are
+        learnt with C-FINDs down to IMAGE level first (falling back to a list
+        of common storage classes if the peer cannot answer that).
+        ``on_progress`` receives each C-GET response's :class:`Progress`.
+
+        Raises:
+            StatusError: a final failure status (``progress`` attribute set).
+        """
+        identifier, model_name = as_identifier(query, model, service="get")
+        return Operation(
+            lambda: self._get(
+                node, identifier, model_name, storage or MemoryStorage(), sop_classes, on_progress
+            ),
+            _as_list,
+        )
+
+    async def _get(
+        self,
+        node: Node,
+        identifier: Dataset,
+        model: str,
+        storage: Storage,
+        sop_classes: Iterable[str] | None,
+        on_progress: ProgressCallback | None,
+    ) -> AsyncGenerator[ReceivedInstance, None]:
+        classes = list(sop_classes) if sop_classes is not None else None
+        if not classes:
+            classes = await self._discover_sop_classes(node, identifier, model)
+        uid = sop_class(model, "get")
+        contexts, roles = _cx.get_contexts(uid, classes)
+        holder: list[Association] = []
+        storage = storage.bind(anyio.lowlevel.current_token())
+
+        def on_store(event: evt.Event) -> int:
+            assoc = holder[0]
+            box = assoc.get_outbox
+            try:
+                instance = storage.store(event)
+            except Exception as exc:
+                log.warning("C-GET sub-operation not stored: %s", exc)
+                return _failure_status(exc)
+            if box is None or box.closed:
+                storage.discard(instance)
+                return 0xA700
+            try:
+                box.put(instance)
+            except Closed:
+                storage.discard(instance)
+                assoc._send_cancel(assoc.message_id, uid)
+                return 0xA700
+            return 0x0000
+
+        async with self._associate(node, contexts, roles=roles, store_handler=on_store) as assoc:
+            holder.append(assoc)
+            async with aclosing(assoc.get(identifier, uid)) as items:
+                async for item in items:
+                    if isinstance(item, Progress):
+                        if on_progress is not None:
+                            on_progress(item)
+                    else:
+                        yield item
+
+    async def _discover_sop_classes(self, node: Node, identifier: Dataset, model: str) -> list[str]:
+        """SOP classes of the instances ``identifier`` names: C-FIND down to IMAGE level.
+
+        Walks the hierarchy (each level's unique keys), so it also works with
+        strictly hierarchical SCPs; falls back to :data:`DEFAULT_GET_SOP_CLASSES`.
+        """
+        try:
+            found = await self._walk_to_images(node, identifier, model)
+        except (StatusError, NegotiationError, QueryError) as exc:
+            log.info("%s: cannot list SOP classes (%s); proposing common ones", node, exc)
+            return list(DEFAULT_GET_SOP_CLASSES)
+        return sorted(found) or list(DEFAULT_GET_SOP_CLASSES)
+
+    async def _walk_to_images(self, node: Node, identifier: Dataset, model: str) -> set[str]:
+        uid = sop_class(model, "find")
+        level = str(identifier.QueryRetrieveLevel)
+        known = {k: identifier.get(k) for k in _UNIQUE.values() if identifier.get(k)}
+        below = _LEVEL_ORDER[_LEVEL_ORDER.index(level) + 1 :] or ["IMAGE"]
+        classes: set[str] = set()
+        async with self._associate(node, _cx.query_contexts(uid)) as assoc:
+            frontier = [known]
+            for lower in below:
+                key = _UNIQUE[lower]
+                next_frontier: list[dict[str, Any]] = []
+                for keys in frontier:
+                    ds = Dataset()
+                    ds.QueryRetrieveLevel = lower
+                    for keyword, value in keys.items():
+                        setattr(ds, keyword, value)
+                    setattr(ds, key, keys.get(key, ""))
+                    if lower == "IMAGE":
+                        ds.SOPClassUID = ""
+                    async with aclosing(assoc.find(ds, uid)) as responses:
+                        async for rsp in responses:
+                            if lower == "IMAGE" and rsp.get("SOPClassUID"):
+                                classes.add(str(rsp.SOPClassUID))
+                            elif lower != "IMAGE" and rsp.get(key):
+                                next_frontier.append({**keys, key: rsp.get(key)})
+                frontier = next_frontier
+        return classes
+
+
+def _failure_status(exc: Exception) -> int:
+    """The C-STORE status for a storage failure (PS3.4 Table B.2-1)."""
+    if isinstance(exc, InvalidDataset):
+        return exc.status
+    if isinstance(exc, OSError):
+        return 0xA700
+    return 0xC000
+
+
+# ---------------------------------------------------------------------- store planning
+
+
+def _flatten(items: StoreSource) -> list[StoreItem]:
+    if isinstance(items, (Dataset, Path, str)):
+        items = [items]
+    return [Path(i) if isinstance(i, str) else i for i in items]
+
+
+def _plan_store(
+    items: list[StoreItem],
+) -> tuple[dict[tuple[str, str], list[StoreItem]], list[InstanceOutcome]]:
+    """Group what to send by (SOP class, transfer syntax); report what cannot be sent.
+
+    Runs in a worker thread: reads only the file meta information of files.
+    """
+    plan: dict[tuple[str, str], list[StoreItem]] = {}
+    rejected: list[InstanceOutcome] = []
+
+    def add(key: tuple[str, str], item: StoreItem) -> None:
+        plan.setdefault(key, []).append(item)
+
+    for item in items:
+        if isinstance(item, Dataset):
+            if "SOPClassUID" not in item or "SOPInstanceUID" not in item:
+                rejected.append(
+                    Association._not_sent(item, "dataset has no SOP Class/Instance UID")
+                )
+                continue
+            meta = getattr(item, "file_meta", None)
+            if meta is None or "TransferSyntaxUID" not in meta:
+                item = _with_transfer_syntax(item)
+            add((str(item.SOPClassUID), str(item.file_meta.TransferSyntaxUID)), item)
+            continue
+        paths = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        for path in paths:
+            try:
+                meta = read_file_meta_info(path)
+                key = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+            except Exception as exc:
+                rejected.append(Association._not_sent(path, f"not a DICOM Part 10 file: {exc}"))
+                continue
+            add(key, path)
+    return plan, rejected
+
+
+def _with_transfer_syntax(ds: Dataset) -> Dataset:
+    """A shallow copy of ``ds`` whose file meta names its transfer syntax."""
+    copied = copy.copy(ds)
+    meta = FileMetaDataset(getattr(ds, "file_meta", None) or FileMetaDataset())
+    implicit = getattr(ds, "original_encoding", (False, True))[0]
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    copied.file_meta = meta
+    return copied

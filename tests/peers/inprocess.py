@@ -1,0 +1,161 @@
+"""In-process peers for fault injection: a scriptable pynetdicom SCP and a silent TCP server.
+
+``ScriptedSCP`` runs a pynetdicom AE server on 127.0.0.1 (free port) whose
+C-FIND/C-MOVE/C-GET/C-STORE/C-ECHO handlers are plain functions the test
+sets; it records what happened (C-CANCEL seen, aborts, releases) in
+``threading.Event`` objects tests can wait on.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+Handler = Callable[[evt.Event], Any]
+
+QR_MODELS = [
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+]
+
+
+@dataclass
+class ScriptedSCP:
+    """A pynetdicom SCP whose service handlers are set per test."""
+
+    ae_title: str = "SCRIPTED"
+    port: int = 0
+    on_find: Handler | None = None
+    on_move: Handler | None = None
+    on_get: Handler | None = None
+    on_store: Handler | None = None
+    on_echo: Handler | None = None
+    require_called_aet: bool = True
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    aborted: threading.Event = field(default_factory=threading.Event)
+    established: threading.Event = field(default_factory=threading.Event)
+    requests: list[Dataset] = field(default_factory=list)
+
+    def reset(self) -> None:
+        for e in (self.cancelled, self.released, self.aborted, self.established):
+            e.clear()
+        self.requests.clear()
+        self.on_find = self.on_move = self.on_get = self.on_store = self.on_echo = None
+
+    def _dispatch(self, name: str) -> Handler:
+        def handler(event: evt.Event) -> Any:
+            fn = getattr(self, name)
+            if fn is None:
+                return 0xC000 if name in ("on_store", "on_echo") else iter([(0xC000, None)])
+            return fn(event)
+
+        return handler
+
+    def _handlers(self) -> list[tuple[Any, Handler]]:
+        return [
+            (evt.EVT_C_ECHO, lambda e: (self.on_echo or (lambda _e: 0x0000))(e)),
+            (evt.EVT_C_FIND, self._dispatch("on_find")),
+            (evt.EVT_C_MOVE, self._dispatch("on_move")),
+            (evt.EVT_C_GET, self._dispatch("on_get")),
+            (evt.EVT_C_STORE, self._dispatch("on_store")),
+            (evt.EVT_RELEASED, lambda e: self.released.set()),
+            (evt.EVT_ABORTED, lambda e: self.aborted.set()),
+            (evt.EVT_ACCEPTED, lambda e: self.established.set()),
+        ]
+
+    @contextmanager
+    def running(self) -> Iterator[ScriptedSCP]:
+        ae = AE(ae_title=self.ae_title)
+        ae.require_called_aet = self.require_called_aet
+        ae.add_supported_context(Verification)
+        for model in QR_MODELS:
+            ae.add_supported_context(model)
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.maximum_associations = 20
+        server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=self._handlers())
+        self.port = server.server_address[1]
+        try:
+            yield self
+        finally:
+            server.shutdown()
+
+
+def wait_cancelled(
+    event: evt.Event, until: threading.Event | None = None, limit: float = 30.0
+) -> bool:
+    """In a handler: wait until the requestor sends C-CANCEL (or ``until`` is set)."""
+    step = 0.01
+    waited = 0.0
+    while waited < limit:
+        if event.is_cancelled:
+            return True
+        if until is not None and until.wait(step):
+            return False
+        if until is None:
+            threading.Event().wait(step)
+        waited += step
+    return False
+
+
+class SilentServer:
+    """Accepts TCP connections and never says anything (an unresponsive peer)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self._conns.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for c in self._conns:
+            c.close()
+        self._sock.close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def store_role(sop_class: str) -> Any:
+    return build_role(sop_class, scp_role=True)
