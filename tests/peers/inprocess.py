@@ -94,7 +94,9 @@ class ScriptedSCP:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.maximum_associations = 20
-        server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=self._handlers())
+        server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=self._handlers()
+        )
         self.port = server.server_address[1]
         try:
             yield self
