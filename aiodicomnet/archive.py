@@ -1,0 +1,620 @@
+"""An embedded Query/Retrieve SCP: :class:`Archive`.
+
+::
+
+    async with Archive("ARCHIVE", "data/archive", port=11112,
+                       destinations={"VIEWER": ("127.0.0.1", 11113)}) as archive:
+        await archive.add(["study1/", "mask.dcm"])      # import files without the network
+        print(await archive.count(), archive.node)
+
+An :class:`Archive` is a :class:`~aiodicomnet.server.StorageServer` that keeps
+what it receives: every instance is written under ``directory/"files"``
+(:class:`~aiodicomnet.storage.DiskStorage`) and indexed in the SQLite database
+``directory/"index.sqlite"`` before its C-STORE is acknowledged. It answers
+
+* C-FIND in the Patient Root and Study Root models, at every level (matching
+  as documented in :mod:`aiodicomnet._index`: PS3.4 C.2.2.2, PN
+  case-insensitive like Orthanc, relational keys above the query level);
+* C-MOVE to the AE titles of its ``destinations`` table (an unknown
+  destination gets ``0xA801`` "Refused: Move destination unknown"); the
+  C-STORE sub-operations carry the Move Originator AE Title and Message ID;
+* C-GET, sending on the requestor's own association (the requestor must have
+  proposed the storage SOP classes with the SCP role).
+
+C-MOVE and C-GET read each file from disk when its sub-operation comes, so a
+large study never sits in memory; a file gone missing (or unreadable) counts
+as a failed sub-operation and is listed in the Failed SOP Instance UID List.
+A C-CANCEL is honoured between two responses (``0xFE00``). A C-MOVE/C-GET
+identifier must carry the unique key of its level (for instance
+StudyInstanceUID at STUDY level, possibly a list of UIDs); without it a C-GET
+fails with ``0xA900`` and a C-MOVE with ``0xC514`` (pynetdicom's "unable to
+process": the first answer of a C-MOVE handler can only be the destination).
+
+Everything blocking (SQLite, files) runs in the association threads or in
+worker threads, never on the event loop. The same directory reopened later
+gives the same archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from ._index import Counts, IdentifierError, Index, IndexedInstance
+from ._tcp import CONN_OPEN_HANDLER
+from .errors import StorageError
+from .nodes import Node, validate_ae_title
+from .server import StorageServer
+from .storage import DiskStorage, ReceivedInstance
+
+__all__ = ["DEFAULT_LAYOUT", "Archive", "Counts"]
+
+LOGGER = logging.getLogger("aiodicomnet.archive")
+
+#: Where the archive puts each file, under ``directory/"files"``.
+DEFAULT_LAYOUT = "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
+
+_FIND_MODELS = {
+    PatientRootQueryRetrieveInformationModelFind: "PATIENT",
+    StudyRootQueryRetrieveInformationModelFind: "STUDY",
+}
+_MOVE_MODELS = {
+    PatientRootQueryRetrieveInformationModelMove: "PATIENT",
+    StudyRootQueryRetrieveInformationModelMove: "STUDY",
+}
+_GET_MODELS = {
+    PatientRootQueryRetrieveInformationModelGet: "PATIENT",
+    StudyRootQueryRetrieveInformationModelGet: "STUDY",
+}
+_QR_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+_UNCOMPRESSED = frozenset(_QR_SYNTAXES)
+_MAX_CONTEXTS = 128
+_IMPORT_BATCH = 64
+
+STATUS_PENDING = 0xFF00
+STATUS_CANCEL = 0xFE00
+STATUS_UNABLE_TO_PROCESS = 0xC000
+
+ImportItem = str | os.PathLike[str] | Dataset
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        # Error Comment is LO: 64 characters at most, no backslash or control characters.
+        ds.ErrorComment = "".join(" " if c < " " or c == "\\" else c for c in comment)[:64]
+    return ds
+
+
+def _address(value: tuple[str, int] | Node) -> tuple[str, int]:
+    if isinstance(value, Node):
+        return value.address
+    host, port = value
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+        raise ValueError(f"a move destination is (host, port), not {value!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"move destination port {port} is outside 1-65535")
+    return host, port
+
+
+def _sub_operation_contexts(instances: Iterable[IndexedInstance]) -> list[PresentationContext]:
+    """Presentation contexts to propose for C-STORE sub-operations of these instances.
+
+    Uncompressed instances of a SOP class share one context offering the
+    uncompressed syntaxes (pynetdicom converts between them); each compressed
+    syntax gets its own context, as it is sent as stored (never transcoded).
+    """
+    by_class: dict[str, list[str]] = {}
+    for inst in instances:
+        syntaxes = by_class.setdefault(inst.sop_class_uid, [])
+        if inst.transfer_syntax_uid not in syntaxes:
+            syntaxes.append(inst.transfer_syntax_uid)
+    contexts: list[PresentationContext] = []
+    for sop_class, syntaxes in by_class.items():
+        uncompressed = [ts for ts in syntaxes if UID(ts) in _UNCOMPRESSED]
+        if uncompressed:
+            offered: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+            offered += [ts for ts in uncompressed if ts not in offered]
+            contexts.append(build_context(sop_class, offered))
+        contexts.extend(build_context(sop_class, [ts]) for ts in syntaxes if ts not in uncompressed)
+    if len(contexts) > _MAX_CONTEXTS:
+        LOGGER.warning(
+            "%d presentation contexts needed, only %d can be proposed: the rest will fail",
+            len(contexts),
+            _MAX_CONTEXTS,
+        )
+    return contexts[:_MAX_CONTEXTS]
+
+
+def _move_originator_handler(originator: str) -> tuple[Any, Callable[[Any], None]]:
+    """An ``EVT_CONN_OPEN`` handler making a C-MOVE sub-association name ``originator``.
+
+    PS3.7 Table 9.1-1: the Move Originator Application Entity Title of a C-STORE
+    sub-operation is the AE that *invoked* the C-MOVE, the requestor. pynetdicom
+    3.0 puts the Move SCP's own AE title there; a receiver that routes
+    instances by originator (such as our client's ``retrieve``) would miss
+    them. So ``send_c_store`` of that one sub-association (never the class) is
+    wrapped to pass the requestor's AE title.
+    """
+
+    def on_open(event: Any) -> None:
+        assoc = event.assoc
+        send_c_store = assoc.send_c_store
+
+        def send(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("originator_aet"):
+                kwargs["originator_aet"] = originator
+            return send_c_store(dataset, *args, **kwargs)
+
+        assoc.send_c_store = send
+
+    return (evt.EVT_CONN_OPEN, on_open)
+
+
+def _load(inst: IndexedInstance) -> Dataset:
+    """Read one stored instance for a C-STORE sub-operation.
+
+    If the file cannot be read, return a stand-in without File Meta
+    Information: pynetdicom then fails that sub-operation (it cannot pick a
+    presentation context) and lists its SOP Instance UID as failed.
+    """
+    try:
+        return dcmread(inst.path)
+    except Exception as exc:
+        LOGGER.error("cannot read %s for %s: %s", inst.path, inst.sop_instance_uid, exc)
+        stand_in = Dataset()
+        stand_in.SOPClassUID = inst.sop_class_uid
+        stand_in.SOPInstanceUID = inst.sop_instance_uid
+        return stand_in
+
+
+class Archive(StorageServer):
+    """A Storage SCP that keeps, indexes and serves what it receives (Q/R SCP).
+
+    Args:
+        ae_title: our AE title.
+        directory: the archive's home: files under ``directory/"files"``, the
+            index in ``directory/"index.sqlite"`` (created when missing).
+        host, port: where to listen (port 0 picks a free one).
+        destinations: C-MOVE destinations, AE title -> ``(host, port)`` (or a
+            :class:`~aiodicomnet.nodes.Node`); also :meth:`add_destination`.
+        layout: the file layout under ``files`` (see :class:`~.storage.DiskStorage`).
+        fsync: flush each received file to stable storage before acknowledging it.
+        **server_kwargs: the other :class:`~aiodicomnet.server.StorageServer`
+            arguments (``allowed_calling_aets``, ``timeouts``, ...).
+            ``stream`` defaults to ``False``: received instances are stored
+            and acknowledged without waiting for a consumer; pass
+            ``stream=True`` to also read them with ``async for``.
+    """
+
+    def __init__(
+        self,
+        ae_title: str,
+        directory: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        destinations: Mapping[str, tuple[str, int] | Node] | None = None,
+        layout: str = DEFAULT_LAYOUT,
+        fsync: bool = False,
+        **server_kwargs: Any,
+    ) -> None:
+        if "storage" in server_kwargs:
+            raise TypeError("an Archive stores into its own directory; do not pass storage")
+        server_kwargs.setdefault("stream", False)
+        self.directory = Path(os.path.abspath(directory))
+        self.disk = DiskStorage(self.directory / "files", layout, fsync=fsync)
+        super().__init__(ae_title, host, port, storage=self.disk, **server_kwargs)
+        self.destinations: dict[str, tuple[str, int]] = {}
+        for aet, address in (destinations or {}).items():
+            self.add_destination(aet, address)
+        self._index: Index | None = None
+        self._index_lock = threading.Lock()
+
+    @property
+    def index_path(self) -> Path:
+        """The SQLite index file."""
+        return self.directory / "index.sqlite"
+
+    def add_destination(self, ae_title: str, address: tuple[str, int] | Node) -> None:
+        """Make ``ae_title`` a C-MOVE destination at ``(host, port)`` (takes effect at once)."""
+        self.destinations[validate_ae_title(ae_title)] = _address(address)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _open_index(self) -> Index:
+        with self._index_lock:
+            if self._index is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._index = Index(self.index_path)
+            return self._index
+
+    def close(self) -> None:
+        """Close the index (blocking). ``async with`` does it on exit; call this
+        only after using :meth:`add_sync` without entering the archive."""
+        with self._index_lock:
+            index, self._index = self._index, None
+        if index is not None:
+            index.close()
+
+    async def __aenter__(self) -> Archive:
+        await anyio.to_thread.run_sync(self._open_index)
+        try:
+            await super().__aenter__()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.close)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.close)
+
+    # -- async API -----------------------------------------------------------------
+
+    async def add(self, items: ImportItem | Iterable[ImportItem]) -> list[str]:
+        """Import files, directories (recursively) and datasets without the network.
+
+        Each instance is written into the archive's storage and indexed, in a
+        worker thread, in batches (cancelling stops after the current batch).
+        Files found in directories that are not DICOM are skipped (logged).
+
+        Returns:
+            the SOP Instance UIDs imported, in order.
+
+        Raises:
+            StorageError: an explicitly named file is not DICOM or lacks the
+                UIDs the index needs, or writing failed.
+        """
+        pending = _expand(items)
+        imported: list[str] = []
+        while True:
+            batch, done = await anyio.to_thread.run_sync(self._import_batch, pending)
+            imported.extend(batch)
+            if done:
+                return imported
+
+    async def count(self, level: str = "IMAGE") -> int:
+        """How many patients, studies, series or instances (``level``) the archive holds."""
+        counts = await self.counts()
+        return {
+            "PATIENT": counts.patients,
+            "STUDY": counts.studies,
+            "SERIES": counts.series,
+            "IMAGE": counts.instances,
+        }[level.upper()]
+
+    async def counts(self) -> Counts:
+        """Numbers of patients, studies, series and instances."""
+        return await anyio.to_thread.run_sync(lambda: self._open_index().counts())
+
+    async def find(self, identifier: Dataset, model: str = "STUDY") -> list[Dataset]:
+        """Answer a C-FIND identifier locally (``model``: ``"PATIENT"`` or ``"STUDY"``).
+
+        Raises:
+            IdentifierError: the identifier has no valid Query/Retrieve Level.
+        """
+
+        def run() -> list[Dataset]:
+            index = self._open_index()
+            return list(index.find(identifier, model.upper(), retrieve_ae_title=self.ae_title))
+
+        return await anyio.to_thread.run_sync(run)
+
+    def add_sync(self, items: ImportItem | Iterable[ImportItem]) -> list[str]:
+        """:meth:`add`, blocking: for scripts and tests (never on the event loop)."""
+        pending = _expand(items)
+        imported: list[str] = []
+        while True:
+            batch, done = self._import_batch(pending)
+            imported.extend(batch)
+            if done:
+                return imported
+
+    # -- import --------------------------------------------------------------------
+
+    def _import_batch(self, pending: Iterator[tuple[ImportItem, bool]]) -> tuple[list[str], bool]:
+        index = self._open_index()
+        rows: list[tuple[Dataset, str | os.PathLike[str], int | None, str | None, str | None]] = []
+        done = False
+        while len(rows) < _IMPORT_BATCH:
+            try:
+                item, explicit = next(pending)
+            except StopIteration:
+                done = True
+                break
+            try:
+                header, path = self._write(item)
+            except Exception as exc:
+                if explicit:
+                    raise StorageError(f"cannot import {_describe_item(item)}: {exc}") from exc
+                LOGGER.warning("skipping %s: %s", _describe_item(item), exc)
+                continue
+            rows.append((header, path, None, None, None))
+        if not rows:
+            return [], done
+        try:
+            previous = index.add_many(rows)
+        except ValueError as exc:
+            raise StorageError(f"cannot index: {exc}") from exc
+        for row, old in zip(rows, previous, strict=True):
+            if old is not None and os.path.abspath(old) != os.path.abspath(row[1]):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(old)
+        return [str(header.SOPInstanceUID) for header, *_ in rows], done
+
+    def _write(self, item: ImportItem) -> tuple[Dataset, Path]:
+        """Put one item into storage; return its header (no pixel data) and path."""
+        if isinstance(item, Dataset):
+            ds = item
+            meta = getattr(ds, "file_meta", None)
+            if meta is None or "TransferSyntaxUID" not in meta:
+                ds = copy.copy(ds)
+                ds.file_meta = FileMetaDataset(copy.copy(meta)) if meta else FileMetaDataset()
+                ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+                raise ValueError("the dataset has no SOP Class UID or SOP Instance UID")
+            final = self.disk.path_for(ds)
+            _atomic(final, lambda f: dcmwrite(f, ds, enforce_file_format=True))
+            return ds, final
+        source = Path(item)
+        header = dcmread(source, stop_before_pixels=True)
+        if "SOPInstanceUID" not in header or "SOPClassUID" not in header:
+            raise ValueError("not a DICOM instance (no SOP Class/Instance UID)")
+        final = self.disk.path_for(header)
+        has_meta = "TransferSyntaxUID" in getattr(header, "file_meta", {})
+        if has_meta and getattr(header, "preamble", None) is not None:
+            if os.path.abspath(source) != os.path.abspath(final):
+                _atomic(final, lambda f: _copy_file(source, f))
+        else:
+            full = dcmread(source)
+            if not has_meta:
+                full.file_meta = FileMetaDataset()
+                full.file_meta.TransferSyntaxUID = (
+                    ImplicitVRLittleEndian if full.is_implicit_VR else ExplicitVRLittleEndian
+                )
+            full.file_meta.setdefault("ImplementationClassUID", PYDICOM_IMPLEMENTATION_UID)
+            _atomic(final, lambda f: dcmwrite(f, full, enforce_file_format=True))
+            header = full
+        return header, final
+
+    # -- StorageServer hooks -----------------------------------------------------
+
+    def _contexts(self) -> list[PresentationContext]:
+        """The storage contexts (with the SCU role granted for C-GET) plus Q/R."""
+        contexts = super()._contexts()
+        for cx in contexts:
+            if cx.abstract_syntax != Verification:
+                # Accept whatever roles the requestor proposes: the C-STORE SCU
+                # role (plain C-STORE to us) and the SCP role (C-GET).
+                cx.scu_role = True
+                cx.scp_role = True
+        for uid in (*_FIND_MODELS, *_MOVE_MODELS, *_GET_MODELS):
+            contexts.append(build_context(uid, list(_QR_SYNTAXES)))
+        return contexts
+
+    def _handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+        return [
+            *super()._handlers(),
+            (evt.EVT_C_FIND, self._on_c_find),
+            (evt.EVT_C_MOVE, self._on_c_move),
+            (evt.EVT_C_GET, self._on_c_get),
+        ]
+
+    def _make_ae(self) -> Any:
+        ae = super()._make_ae()
+        # The AE also opens the C-MOVE sub-associations.
+        ae.connection_timeout = self.timeouts.connect
+        return ae
+
+    def _on_stored(self, instance: ReceivedInstance) -> None:
+        """Index a received instance (association thread, before the C-STORE response)."""
+        index = self._open_index()
+        path = instance.path
+        if path is None:  # pragma: no cover - DiskStorage always gives a path
+            raise StorageError("the archive's storage returned no file")
+        try:
+            header = dcmread(path, stop_before_pixels=True)
+            old = index.add(
+                header,
+                path,
+                size=path.stat().st_size,
+                transfer_syntax_uid=str(instance.transfer_syntax_uid),
+                calling_ae=instance.calling_ae,
+            )
+        except Exception:
+            # The file is about to be removed: do not leave the index pointing at it.
+            with contextlib.suppress(Exception):
+                index.remove(str(instance.sop_instance_uid))
+            raise
+        if old is not None and os.path.abspath(old) != os.path.abspath(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
+
+    def _on_discarded(self, instance: ReceivedInstance) -> None:
+        """The file of an indexed instance was removed: forget it."""
+        if self._index is not None:
+            self._index.remove(str(instance.sop_instance_uid))
+
+    # -- Q/R handlers (association threads) ------------------------------------------
+
+    def _on_c_find(self, event: Any) -> Iterator[tuple[Any, Dataset | None]]:
+        model = _FIND_MODELS.get(str(event.request.AffectedSOPClassUID), "STUDY")
+        try:
+            responses = self._open_index().find(
+                event.identifier, model, retrieve_ae_title=self.ae_title
+            )
+        except IdentifierError as exc:
+            LOGGER.warning("C-FIND refused (0x%04X): %s", exc.status, exc)
+            yield _status(exc.status, str(exc)), None
+            return
+        except Exception as exc:
+            LOGGER.exception("C-FIND failed")
+            yield _status(STATUS_UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"), None
+            return
+        count = 0
+        while True:
+            if event.is_cancelled:
+                LOGGER.info("C-FIND cancelled after %d responses", count)
+                yield STATUS_CANCEL, None
+                return
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+            except Exception as exc:
+                LOGGER.exception("C-FIND failed after %d responses", count)
+                yield _status(STATUS_UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"), None
+                return
+            count += 1
+            yield STATUS_PENDING, response
+
+    def _retrieve(self, event: Any, models: Mapping[str, str]) -> list[IndexedInstance]:
+        model = models.get(str(event.request.AffectedSOPClassUID), "STUDY")
+        instances = self._open_index().retrieve(event.identifier, model)
+        LOGGER.info(
+            "%s retrieve of %d instance(s) for %s",
+            model,
+            len(instances),
+            event.assoc.requestor.ae_title,
+        )
+        return instances
+
+    def _sub_operations(
+        self, event: Any, instances: list[IndexedInstance]
+    ) -> Iterator[tuple[Any, Dataset | None]]:
+        for inst in instances:
+            if event.is_cancelled:
+                LOGGER.info("retrieve cancelled")
+                yield STATUS_CANCEL, None
+                return
+            yield STATUS_PENDING, _load(inst)
+
+    def _on_c_move(self, event: Any) -> Iterator[Any]:
+        destination = (event.move_destination or "").strip()
+        address = self.destinations.get(destination)
+        if address is None:
+            LOGGER.warning("C-MOVE to unknown destination %r refused (0xA801)", destination)
+            yield None, None
+            return
+        # An IdentifierError raised here is answered by pynetdicom with 0xC514.
+        instances = self._retrieve(event, _MOVE_MODELS)
+        originator = str(event.assoc.requestor.ae_title).strip()
+        yield (
+            address[0],
+            address[1],
+            {
+                "contexts": _sub_operation_contexts(instances),
+                "evt_handlers": [CONN_OPEN_HANDLER, _move_originator_handler(originator)],
+                "max_pdu": self.max_pdu,
+            },
+        )
+        yield len(instances)
+        yield from self._sub_operations(event, instances)
+
+    def _on_c_get(self, event: Any) -> Iterator[Any]:
+        try:
+            instances = self._retrieve(event, _GET_MODELS)
+        except IdentifierError as exc:
+            LOGGER.warning("C-GET refused (0x%04X): %s", exc.status, exc)
+            yield 1
+            yield _status(exc.status, str(exc)), None
+            return
+        yield len(instances)
+        yield from self._sub_operations(event, instances)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _expand(items: ImportItem | Iterable[ImportItem]) -> Iterator[tuple[ImportItem, bool]]:
+    """``(item, explicit)``: datasets and files as given, directories walked (sorted)."""
+    if isinstance(items, (str, os.PathLike, Dataset)):
+        items = [items]
+    for item in items:
+        if isinstance(item, Dataset):
+            yield item, True
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name, False
+        else:
+            yield path, True
+
+
+def _describe_item(item: ImportItem) -> str:
+    if isinstance(item, Dataset):
+        return f"dataset {item.get('SOPInstanceUID', '(no SOP Instance UID)')}"
+    return os.fspath(item)
+
+
+def _copy_file(source: Path, target: Any) -> None:
+    with open(source, "rb") as f:
+        while chunk := f.read(1 << 20):
+            target.write(chunk)
+
+
+def _atomic(final: Path, write: Callable[[Any], None]) -> None:
+    """Write through a hidden temporary file in the target directory, then rename."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{secrets.token_hex(4)}.part"
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
