@@ -53,6 +53,20 @@ Matching (PS3.4 C.2.2.2), as implemented here
   (IMAGE level).  Count attributes (Number of ... Related ...) are returned,
   never matched.
 
+Where Orthanc 1.10 answers differently (checked by a property test against
+a real Orthanc; the cases below are deliberate):
+
+* ``?`` for a non-ASCII character of a PN matches here (C.2.2.2.4: any single
+  character); Orthanc's name index drops non-ASCII characters.
+* Partial DA/TM range bounds cover their precision here (C.2.2.2.5 read with
+  PS3.5 6.2); Orthanc compares strings, so TM ``-10`` finds nothing there.
+* Keys below the query level match existentially here; Orthanc matches
+  nothing (C.4.1.2.1 keeps such keys out of hierarchical queries).
+* List values may carry wild cards and ``*`` on a UID is universal here;
+  Orthanc takes list values literally and fails ``*`` on a UID with 0xC000.
+* Study/series attributes come from the latest instance stored; Orthanc keeps
+  the first instance's.
+
 Responses always carry ``SpecificCharacterSet = ISO_IR 192`` (UTF-8), the
 Query/Retrieve Level, the Retrieve AE Title when the caller names one, the
 unique keys of the query level and the levels above it in the model, and
