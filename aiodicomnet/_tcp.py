@@ -47,21 +47,17 @@ def _fast_recv_factory(assoc_sock: Any) -> Any:
     def recv(nr_bytes: int) -> bytearray:
         sock: socket.socket = assoc_sock.socket
         buf = bytearray(nr_bytes)
-        view = memoryview(buf)
         nr_read = 0
-        try:
+        with memoryview(buf) as view:
             while nr_read < nr_bytes:
                 n = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
                 if n == 0:
-                    # Connection closed: return what we have, as pynetdicom does.
-                    del view
-                    del buf[nr_read:]
-                    return buf
+                    break  # connection closed: return what we have, as pynetdicom does
                 nr_read += n
                 if _QUICKACK is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        finally:
-            view.release()
+        if nr_read < nr_bytes:
+            del buf[nr_read:]
         return buf
 
     return recv

@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -49,9 +50,12 @@ from .nodes import Node
 from .results import InstanceOutcome, Progress
 from .timeouts import Timeouts
 
-__all__ = ["Association", "StoreItem"]
+__all__ = ["Association", "StoreItem", "next_message_id"]
 
 log = logging.getLogger("aiodicomnet.association")
+
+#: An outbox for a worker thread and the receive stream it feeds.
+Channel = tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]
 
 #: What C-STORE sends: a Dataset (with file_meta) or the path of a Part 10 file.
 StoreItem = Dataset | Path
@@ -65,6 +69,19 @@ _SUBOP_KEYWORDS = (
     "NumberOfFailedSuboperations",
     "NumberOfWarningSuboperations",
 )
+
+
+_MESSAGE_IDS = itertools.count(1)
+
+
+def next_message_id() -> int:
+    """A DIMSE Message ID, unique in this process (modulo 65535).
+
+    Unique across associations so that C-STORE sub-operations arriving at our
+    Storage SCP can be matched to the C-MOVE that caused them by their Move
+    Originator Message ID.
+    """
+    return (next(_MESSAGE_IDS) - 1) % 65535 + 1
 
 
 def _progress(status_ds: Dataset, identifier: Dataset | None, done: bool) -> Progress:
@@ -126,7 +143,6 @@ class Association:
         self._assoc: _PynetAssociation | None = None
         self._ae: RequestorAE | None = None
         self._owner: OwnerThread | None = None
-        self._msg_ids = itertools.count(1)
         self._cancel_lock = threading.Lock()
         self._cancelled: set[int] = set()
         self._abort_requested = False
@@ -207,12 +223,30 @@ class Association:
             yield item
 
     async def move(
-        self, identifier: Dataset, model: str, destination: str
-    ) -> AsyncGenerator[Progress, None]:
-        """Send C-MOVE; yield progress for each response, the last one final (``done``)."""
-        msg_id = self._next_id()
+        self,
+        identifier: Dataset,
+        model: str,
+        destination: str,
+        *,
+        msg_id: int | None = None,
+        channel: Channel | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        """Send C-MOVE; yield progress for each response, the last one final (``done``).
+
+        ``channel`` (an outbox and its receive stream) lets the caller merge
+        other producers into what is yielded: a retrieve passes the outbox to
+        its Storage SCP, so the instances moved arrive in the same stream,
+        each before the final response.
+        """
+        msg_id = msg_id or self._next_id()
         async for item in self._stream(
-            self._move_in_thread, identifier, model, destination, msg_id, cancel=(msg_id, model)
+            self._move_in_thread,
+            identifier,
+            model,
+            destination,
+            msg_id,
+            cancel=(msg_id, model),
+            channel=channel,
         ):
             yield item
 
@@ -237,7 +271,7 @@ class Association:
     # ------------------------------------------------------------------ loop side
 
     def _next_id(self) -> int:
-        return (next(self._msg_ids) - 1) % 65535 + 1
+        return next_message_id()
 
     def _require_owner(self) -> OwnerThread:
         if self._owner is None or self._assoc is None:
@@ -248,7 +282,11 @@ class Association:
         return await self._require_owner().run(fn, *args, on_cancel=self._abort_now)
 
     async def _stream(
-        self, fn: Callable[..., None], *args: Any, cancel: tuple[int, str] | None = None
+        self,
+        fn: Callable[..., None],
+        *args: Any,
+        cancel: tuple[int, str] | None = None,
+        channel: Channel | None = None,
     ) -> AsyncGenerator[Any, None]:
         """Run ``fn(outbox, *args)`` in the owner thread and yield what it puts.
 
@@ -257,7 +295,7 @@ class Association:
         given ``Timeouts.cancel`` seconds to end, then the association is aborted.
         """
         owner = self._require_owner()
-        box, receive = outbox(self._buffer)
+        box, receive = channel or outbox(self._buffer)
         call = owner.submit(fn, box, *args)
         completed = False
         try:

@@ -18,6 +18,7 @@ meaning.
     |   +-- AssociationTimeout  ACSE: no A-ASSOCIATE-AC/RJ in time
     |   +-- DimseTimeout        no DIMSE response in time
     +-- StatusError             the peer answered with a failure status
+    +-- IncompleteRetrieve      the peer reports sub-operations we never received
     +-- StorageError            a received instance could not be stored
 
 ``DicomTimeout`` also derives from the built-in :class:`TimeoutError`, so
@@ -41,6 +42,7 @@ __all__ = [
     "DicomError",
     "DicomTimeout",
     "DimseTimeout",
+    "IncompleteRetrieve",
     "NegotiationError",
     "QueryError",
     "StatusError",
@@ -186,6 +188,25 @@ class StatusError(DicomError):
         if error_comment:
             text += f": {error_comment}"
         super().__init__(text, node=node)
+
+
+class IncompleteRetrieve(DicomError):
+    """A C-MOVE retrieve ended, but fewer instances arrived than the peer completed.
+
+    Attributes:
+        expected: completed + warning sub-operations, as the peer reported them.
+        received: instances that reached our Storage SCP for this request.
+    """
+
+    def __init__(self, expected: int, received: int, *, node: Node | None = None) -> None:
+        self.expected = expected
+        self.received = received
+        super().__init__(
+            f"the peer completed {expected} C-STORE sub-operations but {received} "
+            "arrived for this request (sent to another AE, or without Move Originator "
+            "information we could match)",
+            node=node,
+        )
 
 
 class StorageError(DicomError):

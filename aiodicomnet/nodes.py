@@ -56,6 +56,10 @@ class Node:
         object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title))
         if not isinstance(self.host, str) or not self.host.strip():
             raise ValueError(f"Node host must be a non-empty string, not {self.host!r}")
+        if self.host.startswith("[") or any(c.isspace() for c in self.host):
+            raise ValueError(
+                f"Node host {self.host!r}: give the address without brackets or spaces"
+            )
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise ValueError(f"Node port must be an int, not {self.port!r}")
         if not 1 <= self.port <= 65535:
