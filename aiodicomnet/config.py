@@ -1,0 +1,474 @@
+"""Node configuration: our own AE and the remote nodes, in a TOML file.
+
+What a desktop viewer calls its "DICOM server" and "DICOM nodes" settings::
+
+    [local]
+    ae_title = "INVESALIUS"     # our AE title (calling AE, Storage SCP AE)
+    port = 11112                # where our Storage SCP listens (C-MOVE destination)
+    host = "0.0.0.0"            # the address it listens on
+    storage = "~/DICOM"         # where received instances go (optional)
+
+    [nodes.pacs]
+    ae_title = "ORTHANC"
+    host = "pacs.example.org"
+    port = 4242
+    description = "Radiology PACS"   # optional
+
+The file is ``config.toml`` in the user's configuration directory
+(``platformdirs.user_config_dir("aiodicomnet")``, for example
+``~/.config/aiodicomnet/config.toml`` on Linux), or the file named by the
+environment variable ``AIODICOMNET_CONFIG``, or an explicit path. A missing
+file reads as the defaults; :meth:`Config.save` creates it (atomically:
+written to a temporary file in the same directory, then renamed). Saving
+rewrites the whole file, so comments in it are not kept.
+
+Every value is checked when the file is read; a malformed file or a bad value
+raises :class:`ConfigError`, whose message names the file, the key and what
+was expected::
+
+    config.toml: nodes.pacs.port: expected an integer 1-65535, got "abc"
+
+::
+
+    from aiodicomnet.config import Config
+
+    config = Config.load()
+    config.add_node("pacs", "ORTHANC@pacs.example.org:4242", description="Radiology PACS")
+    config.save()
+    node = config.node("pacs")            # an aiodicomnet.Node, ready for a Client
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .nodes import Node, validate_ae_title
+
+__all__ = [
+    "DEFAULT_AE_TITLE",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "ENV_VAR",
+    "Config",
+    "ConfigError",
+    "LocalAE",
+    "NodeEntry",
+    "UnknownNode",
+    "default_path",
+]
+
+#: The environment variable naming the configuration file.
+ENV_VAR = "AIODICOMNET_CONFIG"
+DEFAULT_AE_TITLE = "AIODICOMNET"
+DEFAULT_PORT = 11112
+DEFAULT_HOST = "0.0.0.0"
+
+# tomllib is in the standard library from 3.11; tomli is the same parser for 3.10.
+# Imported by name so that type checking does not depend on which one is present.
+_toml: Any = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+_toml_loads: Callable[[str], dict[str, Any]] = _toml.loads
+_TOMLDecodeError: type[ValueError] = _toml.TOMLDecodeError
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_LOCAL_KEYS = ("ae_title", "port", "host", "storage")
+_NODE_KEYS = ("ae_title", "host", "port", "description")
+
+
+class ConfigError(ValueError):
+    """The configuration file is malformed or holds a bad value.
+
+    Attributes:
+        path: the file, when there is one.
+        key: the dotted key at fault (``"nodes.pacs.port"``), when there is one.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.message = message
+        parts = [str(p) for p in (path, key) if p is not None]
+        super().__init__(": ".join([*parts, message]))
+
+
+class UnknownNode(ConfigError, KeyError):
+    """No node of that name is configured."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def default_path() -> Path:
+    """The configuration file to use: ``$AIODICOMNET_CONFIG``, else the user's one."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("aiodicomnet")) / "config.toml"
+
+
+def _got(value: object) -> str:
+    """A value as the message shows it: TOML-like (strings in double quotes)."""
+    if isinstance(value, Path):
+        value = str(value)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:
+        return repr(value)
+
+
+def check_name(name: object) -> str:
+    """A node name: 1-64 letters, digits, ``_``, ``.``, ``-``, starting with a letter or digit.
+
+    Raises:
+        ConfigError: for anything else.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            "expected a node name of letters, digits, '_', '.', '-' "
+            f"(1-64, starting with a letter or digit), got {_got(name)}"
+        )
+    return name
+
+
+def _check_port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"expected an integer 1-65535, got {_got(value)}")
+    return value
+
+
+def _check_local_port(value: object) -> int:
+    # 0 is allowed here: listen on a port chosen by the system.
+    if value == 0 and isinstance(value, int) and not isinstance(value, bool):
+        return 0
+    try:
+        return _check_port(value)
+    except ConfigError:
+        raise ConfigError(f"expected an integer 0-65535, got {_got(value)}") from None
+
+
+def _check_ae(value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"expected an AE title (a string of 1-16 characters), got {_got(value)}")
+    try:
+        return validate_ae_title(value)
+    except ValueError as exc:
+        raise ConfigError(f"expected an AE title: {exc}") from None
+
+
+def _check_host(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise ConfigError(f"expected a host name or IP address, got {_got(value)}")
+    return value
+
+
+def _check_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a string, got {_got(value)}")
+    return value
+
+
+@dataclass
+class LocalAE:
+    """Our own application entity.
+
+    Attributes:
+        ae_title: our AE title (the calling AE title, and our Storage SCP's).
+        port: where our Storage SCP listens (0: any free port).
+        host: the address it listens on (``"0.0.0.0"``: every interface).
+        storage: where received instances go; ``None`` for the current directory.
+    """
+
+    ae_title: str = DEFAULT_AE_TITLE
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
+    storage: Path | None = None
+
+    def __post_init__(self) -> None:
+        _checked(None, "local.ae_title", _check_ae, self.ae_title)
+        _checked(None, "local.port", _check_local_port, self.port)
+        _checked(None, "local.host", _check_host, self.host)
+        self.ae_title = validate_ae_title(self.ae_title)
+
+
+@dataclass
+class NodeEntry:
+    """A remote node as configured: name, AE title, host, port, description."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        base = f"nodes.{_toml_key(self.name)}"
+        self.ae_title = _checked(None, f"{base}.ae_title", _check_ae, self.ae_title)
+        _checked(None, f"{base}.host", _check_host, self.host)
+        _checked(None, f"{base}.port", _check_port, self.port)
+        if self.description is not None:
+            _checked(None, f"{base}.description", _check_text, self.description)
+
+    @property
+    def node(self) -> Node:
+        """The :class:`~aiodicomnet.nodes.Node` to pass to a Client (named after the entry)."""
+        return Node(self.ae_title, self.host, self.port, self.name)
+
+    @property
+    def address(self) -> str:
+        """``AET@host:port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
+
+
+def _checked(path: Path | None, key: str, check: Callable[[object], Any], value: object) -> Any:
+    try:
+        return check(value)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=path, key=key) from None
+
+
+@dataclass
+class Config:
+    """The configuration: :attr:`local` (our AE) and :attr:`nodes` (name -> entry).
+
+    Attributes:
+        path: the file it was loaded from and is saved to.
+    """
+
+    local: LocalAE = field(default_factory=LocalAE)
+    nodes: dict[str, NodeEntry] = field(default_factory=dict)
+    path: Path = field(default_factory=default_path)
+
+    # -- reading -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> Config:
+        """Read ``path`` (default: :func:`default_path`); a missing file gives the defaults.
+
+        Raises:
+            ConfigError: the file is not valid TOML, or a key or value is wrong.
+        """
+        file = Path(path).expanduser() if path is not None else default_path()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(path=file)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text: {exc}", path=file) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", path=file) from None
+        return cls.from_toml(text, path=file)
+
+    @classmethod
+    def from_toml(cls, text: str, *, path: Path | None = None) -> Config:
+        """Parse configuration text (``path`` names it in messages and is kept)."""
+        try:
+            data = _toml_loads(text)
+        except _TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", path=path) from None
+        return cls.from_dict(data, path=path)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, path: Path | None = None) -> Config:
+        """Build from parsed TOML (``{"local": {...}, "nodes": {name: {...}}}``)."""
+        _unknown(path, None, data, ("local", "nodes"))
+        local_data = _table(path, "local", data.get("local", {}))
+        _unknown(path, "local", local_data, _LOCAL_KEYS)
+        local = LocalAE()
+        if "ae_title" in local_data:
+            local.ae_title = _checked(path, "local.ae_title", _check_ae, local_data["ae_title"])
+        if "port" in local_data:
+            local.port = _checked(path, "local.port", _check_local_port, local_data["port"])
+        if "host" in local_data:
+            local.host = _checked(path, "local.host", _check_host, local_data["host"])
+        if "storage" in local_data:
+            raw = _checked(path, "local.storage", _check_text, local_data["storage"])
+            if not raw:
+                raise ConfigError('expected a directory, got ""', path=path, key="local.storage")
+            storage = Path(raw).expanduser()
+            if not storage.is_absolute() and path is not None:
+                storage = path.parent / storage  # relative to the configuration file
+            local.storage = storage
+        nodes: dict[str, NodeEntry] = {}
+        for name, entry in _table(path, "nodes", data.get("nodes", {})).items():
+            key = f"nodes.{_toml_key(name)}"
+            _checked(path, key, check_name, name)
+            values = _table(path, key, entry)
+            _unknown(path, key, values, _NODE_KEYS)
+            for required in ("ae_title", "host", "port"):
+                if required not in values:
+                    raise ConfigError(
+                        "missing (every node needs ae_title, host and port)",
+                        path=path,
+                        key=f"{key}.{required}",
+                    )
+            description = values.get("description")
+            nodes[name] = NodeEntry(
+                name,
+                _checked(path, f"{key}.ae_title", _check_ae, values["ae_title"]),
+                _checked(path, f"{key}.host", _check_host, values["host"]),
+                _checked(path, f"{key}.port", _check_port, values["port"]),
+                None
+                if description is None
+                else _checked(path, f"{key}.description", _check_text, description),
+            )
+        return cls(local=local, nodes=nodes, path=path or default_path())
+
+    # -- nodes ---------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        """The configured node ``name`` as a :class:`~aiodicomnet.nodes.Node`.
+
+        Raises:
+            UnknownNode: no node has that name.
+        """
+        entry = self.nodes.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.nodes)) or "none"
+            raise UnknownNode(f"no node named {name!r} in {self.path} (known: {known})")
+        return entry.node
+
+    def add_node(
+        self,
+        name: str,
+        node: Node | str,
+        *,
+        description: str | None = None,
+        replace: bool = False,
+    ) -> NodeEntry:
+        """Add (or with ``replace``, replace) the node ``name``; call :meth:`save` to keep it.
+
+        ``node`` is a :class:`~aiodicomnet.nodes.Node` or ``"AET@host:port"``.
+
+        Raises:
+            ConfigError: a bad name or address, or the name exists and not ``replace``.
+        """
+        check_name(name)
+        if isinstance(node, str):
+            try:
+                node = Node.parse(node)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=f"nodes.{_toml_key(name)}") from None
+        if name in self.nodes and not replace:
+            raise ConfigError(f"a node named {name!r} exists already", key=f"nodes.{name}")
+        entry = NodeEntry(name, node.ae_title, node.host, node.port, description)
+        self.nodes[name] = entry
+        return entry
+
+    def remove_node(self, name: str) -> NodeEntry:
+        """Remove the node ``name`` and return it; call :meth:`save` to keep the change.
+
+        Raises:
+            UnknownNode: no node has that name.
+        """
+        self.node(name)
+        return self.nodes.pop(name)
+
+    # -- writing -------------------------------------------------------------------
+
+    def to_toml(self) -> str:
+        """The configuration as TOML text."""
+        local = self.local
+        lines = [
+            "# aiodicomnet configuration (rewritten by `aiodicomnet nodes ...`)",
+            "",
+            "[local]",
+            f"ae_title = {_toml_string(local.ae_title)}",
+            f"port = {int(local.port)}",
+            f"host = {_toml_string(local.host)}",
+        ]
+        if local.storage is not None:
+            lines.append(f"storage = {_toml_string(str(local.storage))}")
+        for name in sorted(self.nodes):
+            entry = self.nodes[name]
+            lines += [
+                "",
+                f"[nodes.{_toml_key(name)}]",
+                f"ae_title = {_toml_string(entry.ae_title)}",
+                f"host = {_toml_string(entry.host)}",
+                f"port = {int(entry.port)}",
+            ]
+            if entry.description is not None:
+                lines.append(f"description = {_toml_string(entry.description)}")
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the file atomically (``path`` also becomes :attr:`path`); return its path.
+
+        The text goes to a temporary file in the same directory, flushed to
+        disk, then renamed over the old file: a reader sees the old or the new
+        file, never half of one. Parent directories are created.
+        """
+        if path is not None:
+            self.path = Path(path).expanduser()
+        target = self.path
+        text = self.to_toml()
+        # Never write what we could not read back.
+        Config.from_toml(text, path=target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
+
+
+def _table(path: Path | None, key: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a table, got {_got(value)}", path=path, key=key)
+    return value
+
+
+def _unknown(
+    path: Path | None, key: str | None, table: Mapping[str, Any], known: tuple[str, ...]
+) -> None:
+    for name in table:
+        if name not in known:
+            where = f"{key}.{_toml_key(name)}" if key else _toml_key(name)
+            raise ConfigError(
+                f"unknown key (expected one of {', '.join(known)})", path=path, key=where
+            )
+
+
+def _toml_key(key: str) -> str:
+    """A TOML key: bare when it can be, else a quoted string."""
+    return key if _BARE_KEY_RE.fullmatch(key) else _toml_string(key)
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
+_ESCAPES["\r"] = "\\r"
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
