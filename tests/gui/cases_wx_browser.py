@@ -1,0 +1,96 @@
+"""Smoke test of examples/wx_browser.py in demo mode, driven through its handlers.
+
+Run by test_toolkits.py in the wx child process under Xvfb (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from aiodicomnet.samples import make_corpus, make_series, write_files
+from tests.gui.cases_wx import pump_until
+
+pytestmark = pytest.mark.timeout(60)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "wx_browser.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("wx_browser", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["wx_browser"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def children(tree: Any, item: Any) -> list[Any]:
+    found = []
+    child, cookie = tree.GetFirstChild(item)
+    while child.IsOk():
+        found.append(child)
+        child, cookie = tree.GetNextChild(item, cookie)
+    return found
+
+
+@pytest.fixture
+def browser(wx_app: Any, no_leaks: Any, tmp_path: Path) -> Iterator[Any]:
+    module = load_example()
+    frame = module.BrowserFrame(ae_title="WXTEST", port=0, storage=tmp_path / "local", demo=True)
+    frame.Show()
+    yield frame
+    if frame:  # still open: a failed test
+        frame.Close()
+        pump_until(lambda: not frame, 10)
+
+
+def test_demo_search_download_send_close(browser: Any, tmp_path: Path) -> None:
+    frame = browser
+    pump_until(lambda: bool(frame.nodes) and frame.local is not None, 30)
+    frame.node_list.Select(0)
+
+    frame.on_echo(None)
+    pump_until(lambda: frame.node_list.GetItemText(0, 3).startswith(("ok", "failed")), 10)
+    assert frame.node_list.GetItemText(0, 3).startswith("ok"), frame.last_result
+
+    # Search: CT studies of every patient, with their CT series.
+    frame.modality_field.SetSelection(frame.modality_field.FindString("CT"))
+    frame.on_search(None)
+    pump_until(lambda: frame.search_job.done and "found" in frame.last_result, 30)
+    tree = frame.tree
+    patients = children(tree, frame.root)
+    labels = sorted(tree.GetItemText(p) for p in patients)
+    assert len(patients) == 4, labels
+    assert any("PAT004" in label for label in labels)
+    studies = [s for p in patients for s in children(tree, p)]
+    assert len(studies) == 4
+    series = [s for study in studies for s in children(tree, study)]
+    assert len(series) == 3 * 2 + 1
+    assert all(" CT " in tree.GetItemText(s) for s in series)
+
+    # Download the 40-image demo study into the local archive.
+    chest = next(s for s in studies if "CT CHEST" in tree.GetItemText(s))
+    tree.UnselectAll()
+    tree.SelectItem(chest)
+    frame.on_download(None)
+    pump_until(lambda: frame.transfer_job.done and frame.local_count == 40, 30)
+    assert frame.last_result == "Downloaded 40 instance(s)"
+    assert frame.gauge.GetValue() == frame.gauge.GetRange() == 40
+
+    # Send three new files to the demo PACS.
+    paths = write_files(tmp_path / "send", make_series(3, patient_id="PAT005"))
+    frame.send_files(paths, frame.nodes[0])
+    pump_until(lambda: frame.transfer_job.done and frame.last_result.startswith("Sent"), 30)
+    assert frame.last_result == "Sent 3 file(s), 0 failed"
+    assert frame.runner.call(frame.demo.count) == len(make_corpus().datasets) + 40 + 3
+
+    frame.Close()
+    pump_until(lambda: not frame, 10)
+    assert frame.runner.closed and not frame.runner.thread.is_alive()
