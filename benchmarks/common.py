@@ -109,6 +109,8 @@ class Section:
     #: extra columns: (key in Figure.extra, heading, "median" or "sum" over rounds)
     columns: tuple[tuple[str, str, str], ...] = ()
     error: str | None = None
+    #: contender -> runs redone because pynetdicom lost a response (the reactor race)
+    redone: dict[str, int] = field(default_factory=dict)
 
     def figure(self, contender: str, unit: str, note: str = "") -> Figure:
         fig = Figure(contender, unit, note=note)
@@ -558,8 +560,8 @@ class Settings:
     @classmethod
     def make(cls, quick: bool, rounds: int | None) -> Settings:
         if quick:
-            return cls(True, rounds or 2, 100, 100, 25, 100, 500, 50, 3)
-        return cls(False, rounds or 3, 500, 200, 200, 500, 2000, 50, 5)
+            return cls(True, rounds or 2, 100, 100, 25, 100, 500, 50, rounds or 5)
+        return cls(False, rounds or 5, 500, 200, 200, 500, 2000, 50, rounds or 7)
 
 
 Bench = Callable[[Workspace, Settings], Section]
@@ -589,15 +591,14 @@ def interleave(
                     values = c.measure()
                     break
                 except Exception as exc:
-                    first = (
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    )
-                    hint = _known_failure(str(exc))
-                    section.notes.append(
-                        f"round {r + 1}: {c.name} failed ({first}){hint}"
-                        + ("; retried" if attempt < retries else "; gave up")
-                    )
-                    log(f"{c.name} failed: {exc}")
+                    text = str(exc).strip()
+                    lost = "Received unexpected" in text
+                    log(f"{c.name} failed: {text}")
+                    if lost:
+                        section.redone[c.name] = section.redone.get(c.name, 0) + 1
+                    else:
+                        first = text.splitlines()[0] if text else type(exc).__name__
+                        section.notes.append(f"round {r + 1}: {c.name} failed ({first})")
                     if attempt == retries:
                         raise
             for key, value in values.items():
@@ -607,13 +608,3 @@ def interleave(
                 + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
             )
     return results
-
-
-def _known_failure(text: str) -> str:
-    if "Received unexpected" in text:
-        return (
-            " -- pynetdicom's association reactor took the response meant for the"
-            " waiting request (a race between its reactor thread and send_c_*()),"
-            " which then waited for the DIMSE timeout"
-        )
-    return ""
