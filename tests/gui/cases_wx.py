@@ -18,8 +18,11 @@ from tests.gui.conftest import Pacs
 pytestmark = pytest.mark.timeout(60)
 
 
-def pump_until(condition: Callable[[], bool], timeout: float) -> None:
-    """Run a wx event loop until ``condition()`` holds; AssertionError after ``timeout``."""
+def pump_until(
+    condition: Callable[[], bool], timeout: float, describe: Callable[[], str] | None = None
+) -> None:
+    """Run a wx event loop until ``condition()`` holds; AssertionError after ``timeout``
+    (with ``describe()`` in its message)."""
     import wx
 
     deadline = time.monotonic() + timeout
@@ -39,7 +42,9 @@ def pump_until(condition: Callable[[], bool], timeout: float) -> None:
     finally:
         del activator
         checker.Stop()
-    assert condition(), f"condition not met within {timeout} s"
+    if not condition():
+        state = f": {describe()}" if describe is not None else ""
+        raise AssertionError(f"condition not met within {timeout} s{state}")
 
 
 class WxUi(scenario.Ui):

@@ -53,17 +53,21 @@ def browser(wx_app: Any, no_leaks: Any, tmp_path: Path) -> Iterator[Any]:
 
 def test_demo_search_download_send_close(browser: Any, tmp_path: Path) -> None:
     frame = browser
-    pump_until(lambda: bool(frame.nodes) and frame.local is not None, 30)
+
+    def status() -> str:
+        return f"status bar: {frame.last_result!r}"
+
+    pump_until(lambda: bool(frame.nodes) and frame.local is not None, 30, status)
     frame.node_list.Select(0)
 
     frame.on_echo(None)
-    pump_until(lambda: frame.node_list.GetItemText(0, 3).startswith(("ok", "failed")), 10)
+    pump_until(lambda: frame.node_list.GetItemText(0, 3).startswith(("ok", "failed")), 10, status)
     assert frame.node_list.GetItemText(0, 3).startswith("ok"), frame.last_result
 
     # Search: CT studies of every patient, with their CT series.
     frame.modality_field.SetSelection(frame.modality_field.FindString("CT"))
     frame.on_search(None)
-    pump_until(lambda: frame.search_job.done and "found" in frame.last_result, 30)
+    pump_until(lambda: frame.search_job.done and "found" in frame.last_result, 30, status)
     tree = frame.tree
     patients = children(tree, frame.root)
     labels = sorted(tree.GetItemText(p) for p in patients)
@@ -80,14 +84,14 @@ def test_demo_search_download_send_close(browser: Any, tmp_path: Path) -> None:
     tree.UnselectAll()
     tree.SelectItem(chest)
     frame.on_download(None)
-    pump_until(lambda: frame.transfer_job.done and frame.local_count == 40, 30)
+    pump_until(lambda: frame.transfer_job.done and frame.local_count == 40, 30, status)
     assert frame.last_result == "Downloaded 40 instance(s)"
     assert frame.gauge.GetValue() == frame.gauge.GetRange() == 40
 
     # Send three new files to the demo PACS.
     paths = write_files(tmp_path / "send", make_series(3, patient_id="PAT005"))
     frame.send_files(paths, frame.nodes[0])
-    pump_until(lambda: frame.transfer_job.done and frame.last_result.startswith("Sent"), 30)
+    pump_until(lambda: frame.transfer_job.done and frame.last_result.startswith("Sent"), 30, status)
     assert frame.last_result == "Sent 3 file(s), 0 failed"
     assert frame.runner.call(frame.demo.count) == len(make_corpus().datasets) + 40 + 3
 
