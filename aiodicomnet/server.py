@@ -365,6 +365,7 @@ class StorageServer:
             raise RuntimeError("this server was made with stream=False: nothing is queued")
         if self._receive is None:
             raise RuntimeError("the server is not running")
+        self._check_loop()
         try:
             return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -439,10 +440,27 @@ class StorageServer:
         """
         if self._token is None or self._closing:
             raise RuntimeError("the server is not running")
+        self._check_loop()
         subscription = Subscription(self, match, buffer, deliver)
         with self._lock:
             self._subscriptions.append(subscription)
         return subscription
+
+    def _check_loop(self) -> None:
+        """Refuse use from another event loop than the one the server runs on.
+
+        The association threads hand instances to the loop the server was
+        entered on; from another loop (say, an async test fixture on a
+        session-scoped loop and a test on its own) nothing would ever arrive
+        while that loop is not running, and senders would time out.
+        """
+        token = self._token
+        if token is not None and (
+            anyio.lowlevel.current_token().native_token is not token.native_token
+        ):
+            raise RuntimeError(
+                "the StorageServer runs on another event loop: enter it and use it on the same one"
+            )
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:

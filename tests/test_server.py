@@ -539,6 +539,31 @@ async def test_max_associations() -> None:
             await anyio.to_thread.run_sync(assoc.release)
 
 
+def test_use_from_another_event_loop_fails_fast() -> None:
+    errors: list[str] = []
+
+    async def main() -> None:
+        async with StorageServer(SCP_AET) as scp:
+
+            def on_another_loop() -> None:
+                async def use() -> None:
+                    for attempt in (scp.__anext__, lambda: _subscribe_async(scp)):
+                        with pytest.raises(RuntimeError, match="another event loop") as info:
+                            await attempt()
+                        errors.append(str(info.value))
+
+                anyio.run(use)
+
+            await anyio.to_thread.run_sync(on_another_loop)
+
+    anyio.run(main)
+    assert len(errors) == 2
+
+
+async def _subscribe_async(server: StorageServer) -> Any:
+    return server._subscribe(lambda i: True)
+
+
 def test_contexts_cover_storage_and_are_per_server() -> None:
     first = StorageServer("FIRST")._contexts()
     by_uid = {cx.abstract_syntax: cx for cx in first}
