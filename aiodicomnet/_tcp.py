@@ -1,4 +1,6 @@
-"""TCP tuning for pynetdicom association sockets: the one place that touches sockets.
+"""TCP tuning for pynetdicom associations, and the one other pynetdicom patch we need.
+
+This is the one module that reaches into pynetdicom's internals.
 
 Why this exists (figures measured on loopback, see docs/benchmarks.md):
 
@@ -31,12 +33,19 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
-__all__ = ["CONN_OPEN_HANDLER", "RequestorAE", "RequestorSocket", "tune_association"]
+__all__ = [
+    "CONN_OPEN_HANDLER",
+    "RequestorAE",
+    "RequestorSocket",
+    "close_reactor_race",
+    "tune_association",
+]
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None) if sys.platform == "linux" else None
 
@@ -150,3 +159,33 @@ def _on_conn_open(event: evt.Event) -> None:
 
 #: Pass in ``evt_handlers`` of ``AE.associate`` / ``AE.start_server``.
 CONN_OPEN_HANDLER = (evt.EVT_CONN_OPEN, _on_conn_open)
+
+
+class _ReactorCheckpoint(threading.Event):
+    """pynetdicom's reactor checkpoint, with the pause handshake made race-free.
+
+    Before sending a request, pynetdicom pauses the association's reactor
+    thread (``_reactor_checkpoint.clear()`` then waits for ``_is_paused``) so
+    that the reactor does not take the response off the queue.  But after the
+    previous request's ``set()``, ``_is_paused`` stays true until the reactor
+    thread actually runs again: a quick next request can see the stale flag,
+    send, and have its response stolen by the reactor ("unexpected C-STORE
+    service message", then a DIMSE timeout; pynetdicom issue #875, seen about
+    once in 2,000 stores here).  Clearing the flag *in* ``set()`` makes the
+    next pause wait until the reactor is really parked again.
+    """
+
+    def __init__(self, assoc: Any) -> None:
+        super().__init__()
+        self._assoc = assoc
+        if assoc._reactor_checkpoint.is_set():
+            super().set()
+
+    def set(self) -> None:
+        self._assoc._is_paused = False
+        super().set()
+
+
+def close_reactor_race(assoc: Any) -> None:
+    """Install :class:`_ReactorCheckpoint` on a just-established requestor association."""
+    assoc._reactor_checkpoint = _ReactorCheckpoint(assoc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import socket
 import threading
 import time
@@ -29,12 +30,12 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.association import Association as _PynetAssociation
-from pynetdicom.pdu_primitives import A_P_ABORT
+from pynetdicom.pdu_primitives import A_ASSOCIATE, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
 from . import status as _status
 from ._bridge import Closed, Outbox, OwnerThread, outbox
-from ._tcp import RequestorAE
+from ._tcp import RequestorAE, close_reactor_race
 from .errors import (
     AssociationAborted,
     AssociationRejected,
@@ -61,7 +62,7 @@ Channel = tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]
 StoreItem = Dataset | Path
 
 #: A C-STORE handler for C-GET sub-operations: ``(event) -> status``.
-StoreHandler = Callable[[evt.Event], int]
+StoreHandler = Callable[[evt.Event], Any]
 
 _SUBOP_KEYWORDS = (
     "NumberOfRemainingSuboperations",
@@ -82,6 +83,17 @@ def next_message_id() -> int:
     Originator Message ID.
     """
     return (next(_MESSAGE_IDS) - 1) % 65535 + 1
+
+
+def _queued_reply(assoc: _PynetAssociation) -> Any:
+    """An A-ASSOCIATE reply left unread in the DUL's queue to the user, if any."""
+    while True:
+        try:
+            primitive = assoc.dul.to_user_queue.get(block=False)
+        except queue.Empty:
+            return None
+        if isinstance(primitive, A_ASSOCIATE):
+            return primitive
 
 
 def _progress(status_ds: Dataset, identifier: Dataset | None, done: bool) -> Progress:
@@ -147,6 +159,7 @@ class Association:
         self._cancelled: set[int] = set()
         self._abort_requested = False
         self._dimse_timed_out = False
+        self._open_started = time.monotonic()
         self._last_rx = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -320,6 +333,7 @@ class Association:
     # ------------------------------------------------------------------ owner thread
 
     def _open_in_thread(self) -> None:
+        self._open_started = time.monotonic()
         t = self.timeouts
         ae = RequestorAE(ae_title=self.ae_title)
         ae.connection_timeout = t.connect
@@ -358,6 +372,7 @@ class Association:
             evt_handlers=handlers,
         )
         if assoc.is_established:
+            close_reactor_race(assoc)
             self._assoc = assoc
             return
         self._join(assoc)
@@ -391,7 +406,12 @@ class Association:
                 )
             return ConnectError(f"cannot connect: {connect_error}", node=node)
         rsp = assoc.acceptor.primitive
-        if assoc.is_rejected and rsp is not None:
+        if rsp is None:
+            # A peer that rejects and closes at once can make pynetdicom give up
+            # ("failed to connect") before it reads the A-ASSOCIATE-RJ it
+            # already queued: look for it there.
+            rsp = _queued_reply(assoc)
+        if rsp is not None and rsp.result in (1, 2):
             return AssociationRejected(
                 int(rsp.result or 0),
                 int(rsp.result_source or 0),
@@ -404,8 +424,11 @@ class Association:
                 f"association accepted but no presentation context was (proposed: {offered})",
                 node=node,
             )
-        if self._acse_received or self._abort_requested:
-            return AssociationAborted("association aborted during negotiation", node=node)
+        waited = time.monotonic() - self._open_started
+        if self._acse_received or self._abort_requested or waited < 0.9 * (t.acse or 0):
+            return AssociationAborted(
+                "association aborted (or connection closed) during negotiation", node=node
+            )
         return AssociationTimeout(
             f"no A-ASSOCIATE response within the ACSE timeout ({t.acse} s)",
             timeout="acse",
@@ -450,6 +473,9 @@ class Association:
             return
         negotiating = not assoc.is_established
         assoc.abort()
+        # A thread waiting for a DIMSE response would otherwise sit out the
+        # DIMSE timeout: hand it the "no message" pynetdicom uses for aborts.
+        assoc.dimse.msg_queue.put((None, None))
         if negotiating:
             # The requesting thread waits for A-ASSOCIATE-AC/RJ on the DUL's
             # user queue until the ACSE timeout; wake it with the A-P-ABORT

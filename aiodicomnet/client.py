@@ -32,13 +32,20 @@ from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext
 
 from . import contexts as _cx
-from ._bridge import Closed
-from .association import Association, StoreItem
-from .errors import AssociationError, NegotiationError, QueryError, StatusError
+from ._bridge import Closed, outbox
+from .association import Association, StoreItem, next_message_id
+from .errors import (
+    AssociationError,
+    IncompleteRetrieve,
+    NegotiationError,
+    QueryError,
+    StatusError,
+)
 from .nodes import Node, validate_ae_title
 from .query import Query, as_identifier, sop_class
 from .results import InstanceOutcome, Progress, StoreResult
-from .storage import InvalidDataset, MemoryStorage, ReceivedInstance, Storage
+from .server import StorageServer
+from .storage import DeliveryRefused, MemoryStorage, ReceivedInstance, Storage, handle_store
 from .timeouts import Timeouts
 
 __all__ = ["Client", "Operation"]
@@ -335,6 +342,94 @@ class Client:
             async for progress in responses:
                 yield progress
 
+    # ------------------------------------------------------------------ retrieve
+
+    def retrieve(
+        self,
+        node: Node,
+        query: QueryLike,
+        *,
+        via: StorageServer | str = "get",
+        model: str | None = None,
+        storage: Storage | None = None,
+        sop_classes: Iterable[str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Operation[ReceivedInstance, list[ReceivedInstance]]:
+        """Retrieve exactly the instances this one request brings.
+
+        ``via=server`` (a running :class:`~aiodicomnet.server.StorageServer`):
+        C-MOVE with the server's AE title as destination (the peer must know
+        that AE title's address).  The sub-operations are matched to this
+        request by Move Originator Message ID and AE title when the peer sends
+        them, otherwise by the peer's AE title and the requested UIDs.  Each
+        instance is handed over before its C-STORE is acknowledged, so the
+        iterator ends exactly when the final C-MOVE response has arrived and
+        every instance it moved has been yielded.  Where instances are stored
+        is the server's choice; ``storage`` is ignored.
+
+        ``via="get"``: C-GET on our own association (see :meth:`get`).
+
+        Raises:
+            StatusError: a final failure status (for example 0xA801, the peer
+                does not know the server's AE title).
+            IncompleteRetrieve: the peer reports more completed sub-operations
+                than arrived for this request.
+        """
+        if isinstance(via, str):
+            if via != "get":
+                raise ValueError(f"via must be 'get' or a StorageServer, not {via!r}")
+            return self.get(
+                node,
+                query,
+                model=model,
+                storage=storage,
+                sop_classes=sop_classes,
+                on_progress=on_progress,
+            )
+        identifier, model_name = as_identifier(query, model, service="move")
+        server = via
+        return Operation(
+            lambda: self._retrieve_move(node, identifier, model_name, server, on_progress),
+            _as_list,
+        )
+
+    async def _retrieve_move(
+        self,
+        node: Node,
+        identifier: Dataset,
+        model: str,
+        server: StorageServer,
+        on_progress: ProgressCallback | None,
+    ) -> AsyncGenerator[ReceivedInstance, None]:
+        uid = sop_class(model, "move")
+        msg_id = next_message_id()
+        match = _move_matcher(self.ae_title, msg_id, node, identifier)
+        box, receive = outbox(self.buffer)
+        subscription = server._subscribe(match, deliver=box.put)
+        final: Progress | None = None
+        received = 0
+        try:
+            async with (
+                self._associate(node, _cx.query_contexts(uid)) as assoc,
+                aclosing(
+                    assoc.move(
+                        identifier, uid, server.ae_title, msg_id=msg_id, channel=(box, receive)
+                    )
+                ) as items,
+            ):
+                async for item in items:
+                    if isinstance(item, Progress):
+                        final = item if item.done else final
+                        if on_progress is not None:
+                            on_progress(item)
+                    else:
+                        received += 1
+                        yield item
+        finally:
+            subscription.close()
+        if final is not None and received < final.completed + final.warning:
+            raise IncompleteRetrieve(final.completed + final.warning, received, node=node)
+
     # ------------------------------------------------------------------ C-GET
 
     def get(
@@ -384,24 +479,19 @@ class Client:
         holder: list[Association] = []
         storage = storage.bind(anyio.lowlevel.current_token())
 
-        def on_store(event: evt.Event) -> int:
+        def deliver(instance: ReceivedInstance) -> None:
             assoc = holder[0]
             box = assoc.get_outbox
             try:
-                instance = storage.store(event)
-            except Exception as exc:
-                log.warning("C-GET sub-operation not stored: %s", exc)
-                return _failure_status(exc)
-            if box is None or box.closed:
-                storage.discard(instance)
-                return 0xA700
-            try:
+                if box is None:
+                    raise Closed
                 box.put(instance)
             except Closed:
-                storage.discard(instance)
                 assoc._send_cancel(assoc.message_id, uid)
-                return 0xA700
-            return 0x0000
+                raise DeliveryRefused("the C-GET consumer has stopped reading") from None
+
+        def on_store(event: evt.Event) -> Dataset:
+            return handle_store(event, storage, deliver, logger=log)
 
         async with self._associate(node, contexts, roles=roles, store_handler=on_store) as assoc:
             holder.append(assoc)
@@ -455,13 +545,41 @@ class Client:
         return classes
 
 
-def _failure_status(exc: Exception) -> int:
-    """The C-STORE status for a storage failure (PS3.4 Table B.2-1)."""
-    if isinstance(exc, InvalidDataset):
-        return exc.status
-    if isinstance(exc, OSError):
-        return 0xA700
-    return 0xC000
+def _move_matcher(
+    our_ae: str, msg_id: int, node: Node, identifier: Dataset
+) -> Callable[[ReceivedInstance], bool]:
+    """Does a received instance belong to the C-MOVE with ``msg_id``?
+
+    By Move Originator AE Title and Message ID (PS3.7 9.1.1.1) when the
+    sub-operation carries them; otherwise by the sender's AE title and the
+    unique keys the request named.
+    """
+    wanted: dict[str, set[str]] = {}
+    for attr, keyword in (
+        ("patient_id", "PatientID"),
+        ("study_instance_uid", "StudyInstanceUID"),
+        ("series_instance_uid", "SeriesInstanceUID"),
+        ("sop_instance_uid", "SOPInstanceUID"),
+    ):
+        value = identifier.get(keyword)
+        if value:
+            values = value if isinstance(value, (list, tuple)) else str(value).split("\\")
+            wanted[attr] = {str(v) for v in values}
+
+    def match(instance: ReceivedInstance) -> bool:
+        if instance.move_originator_message_id is not None:
+            # pynetdicom 3.0 movers send their own AE title as Move Originator:
+            # accept it too (Message IDs are unique in this process).
+            originator = (instance.move_originator_ae or "").strip()
+            return instance.move_originator_message_id == msg_id and originator in (
+                our_ae,
+                node.ae_title,
+            )
+        if instance.calling_ae.strip() != node.ae_title:
+            return False
+        return all(getattr(instance, attr) in values for attr, values in wanted.items())
+
+    return match
 
 
 # ---------------------------------------------------------------------- store planning

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
+import anyio.to_thread
 import psutil
 import pytest
 
@@ -61,8 +63,13 @@ class LeakCheck:
 
 
 @pytest.fixture
-def no_leaks() -> Iterator[LeakCheck]:
-    """Assert that a test leaves no thread and no TCP connection behind."""
+async def no_leaks() -> AsyncIterator[LeakCheck]:
+    """Assert that a test leaves no thread and no TCP connection behind.
+
+    The check runs in a worker thread so the event loop keeps running while
+    it joins threads: clean-up still in flight (an async generator finalized
+    after a bare ``break``) gets to finish, as it would in an application.
+    """
     check = LeakCheck(set(threading.enumerate()), _connections())
     yield check
-    check.assert_clean()
+    await anyio.to_thread.run_sync(check.assert_clean)

@@ -201,13 +201,19 @@ async def test_find_failure_status(peer: ScriptedSCP, no_leaks: Any) -> None:
     assert "resources" in info.value.meaning.lower()
 
 
-def endless_find(peer: ScriptedSCP, *, honour_cancel: bool = True, stall: bool = False) -> None:
-    """A C-FIND handler that keeps answering (bounded) until cancelled."""
+def endless_find(
+    peer: ScriptedSCP, *, honour_cancel: bool = True, stall: bool = True, stall_after: int = 3
+) -> None:
+    """A C-FIND handler that answers ``stall_after`` times, then waits for C-CANCEL.
+
+    Without ``stall`` it keeps answering (bounded) and checks for C-CANCEL
+    between responses.
+    """
     release = threading.Event()
 
     def find(event: Any) -> Iterator[Any]:
         for i in range(500):
-            if stall and i == 1:
+            if stall and i == stall_after:
                 # stop sending; wait for C-CANCEL or the end of the test
                 if wait_cancelled(event, release):
                     peer.cancelled.set()
@@ -254,7 +260,7 @@ async def test_bare_break_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> No
 
 async def test_task_cancel_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> None:
     """A timeout scope around a stalled find: C-CANCEL, peer answers, association released."""
-    endless_find(peer, stall=True)
+    endless_find(peer, stall_after=1)
     async with Client("TESTSCU", timeouts=FAST) as client:
         got = []
         with anyio.move_on_after(0.5) as scope:
@@ -268,7 +274,7 @@ async def test_task_cancel_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> N
 
 async def test_cancel_ignored_then_abort(peer: ScriptedSCP, no_leaks: Any) -> None:
     """A peer that ignores C-CANCEL is aborted after Timeouts.cancel."""
-    endless_find(peer, honour_cancel=False, stall=True)
+    endless_find(peer, honour_cancel=False, stall_after=1)
     try:
         async with Client("TESTSCU", timeouts=FAST.with_(cancel=0.5)) as client:
             with anyio.fail_after(5):
