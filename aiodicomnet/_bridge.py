@@ -31,6 +31,7 @@ T = TypeVar("T")
 __all__ = ["Call", "Closed", "Outbox", "OwnerThread", "outbox"]
 
 _STOP = object()
+_WAKE = object()
 
 
 class Closed(Exception):
@@ -46,6 +47,7 @@ class OwnerThread:
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle: tuple[float | None, Callable[[], bool] | None] = (None, None)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -56,13 +58,40 @@ class OwnerThread:
 
     def _run(self) -> None:
         while True:
-            call = self._calls.get()
+            seconds, on_idle = self._idle
+            try:
+                call = self._calls.get(timeout=seconds)
+            except queue.Empty:
+                if on_idle is not None and on_idle():
+                    return
+                continue
             if call is _STOP:
                 return
-            call()
+            if call is not _WAKE:
+                call()
+
+    def set_idle_timer(self, seconds: float | None, on_idle: Callable[[], bool] | None) -> None:
+        """Run ``on_idle()`` in the thread after ``seconds`` without calls.
+
+        If ``on_idle`` returns true the thread ends (an idle pooled association
+        releasing itself); ``set_idle_timer(None, None)`` disarms the timer.
+        """
+        self._idle = (seconds, on_idle)
+        self._calls.put(_WAKE)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread is still running."""
+        return self._thread.is_alive()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Call[T]:
-        """Queue ``fn(*args)`` for the owner thread; must be called on the event loop."""
+        """Queue ``fn(*args)`` for the owner thread; must be called on the event loop.
+
+        Raises:
+            RuntimeError: the thread has ended.
+        """
+        if not self._thread.is_alive():
+            raise RuntimeError(f"{self._thread.name} has ended")
         call: Call[T] = Call(fn, args)
         self._calls.put(call)
         return call

@@ -127,8 +127,8 @@ class Association:
         contexts: presentation contexts to propose (at most 128).
         timeouts: connect, ACSE, DIMSE, network and cancel timeouts.
         max_pdu: our maximum PDU receive length (0: unlimited).
-        roles: SCP/SCU role selection items (C-GET).
-        store_handler: handles C-STORE sub-operations of a C-GET.
+        roles: SCP/SCU role selection items (C-GET); set :attr:`store_handler`
+            to handle the C-STORE sub-operations.
         buffer: how many responses may wait on the loop before the worker blocks.
     """
 
@@ -141,7 +141,6 @@ class Association:
         timeouts: Timeouts | None = None,
         max_pdu: int = 0,
         roles: Sequence[Any] = (),
-        store_handler: StoreHandler | None = None,
         buffer: int = 16,
     ) -> None:
         self.ae_title = ae_title
@@ -150,7 +149,10 @@ class Association:
         self._contexts = list(contexts)
         self._max_pdu = max_pdu
         self._roles = list(roles)
-        self._store_handler = store_handler
+        #: Handles C-STORE sub-operations of the C-GET in progress.
+        self.store_handler: StoreHandler | None = None
+        #: Whether this association came from the pool (set by the client).
+        self.reused = False
         self._buffer = buffer
         self._assoc: _PynetAssociation | None = None
         self._ae: RequestorAE | None = None
@@ -173,6 +175,38 @@ class Association:
     def accepted_contexts(self) -> list[PresentationContext]:
         """The presentation contexts the peer accepted."""
         return [] if self._assoc is None else list(self._assoc.accepted_contexts)
+
+    @property
+    def reusable(self) -> bool:
+        """Established, never aborted by us, and its thread running: fit for a pool."""
+        return (
+            self.is_established
+            and not self._abort_requested
+            and self._owner is not None
+            and self._owner.alive
+        )
+
+    def park(self, seconds: float, on_expire: Callable[[Association], bool]) -> None:
+        """Arm the idle timer of a pooled association (call on the event loop).
+
+        After ``seconds`` without a call, ``on_expire(self)`` runs in the owner
+        thread; if it returns true the association releases itself there and
+        its thread ends.
+        """
+
+        def expire() -> bool:
+            if not on_expire(self):
+                return False
+            self._release_in_thread()
+            return True
+
+        if self._owner is not None:
+            self._owner.set_idle_timer(seconds, expire)
+
+    def unpark(self) -> None:
+        """Disarm the idle timer (the association is in use again)."""
+        if self._owner is not None:
+            self._owner.set_idle_timer(None, None)
 
     async def __aenter__(self) -> Association:
         await self.open()
@@ -203,6 +237,9 @@ class Association:
 
     async def _finish(self, how: Callable[[], None]) -> None:
         if self._owner is None:
+            return
+        if not self._owner.alive:  # an idle pooled association that released itself
+            self._owner = None
             return
         with anyio.CancelScope(shield=True):
             try:
@@ -264,10 +301,10 @@ class Association:
             yield item
 
     async def get(self, identifier: Dataset, model: str) -> AsyncGenerator[Any, None]:
-        """Send C-GET; yield progress, interleaved with what ``store_handler`` delivers.
+        """Send C-GET; yield progress, interleaved with what :attr:`store_handler` delivers.
 
-        The store handler given at construction runs in the owner thread for
-        each C-STORE sub-operation; it may push items into :attr:`get_outbox`.
+        The store handler runs in the owner thread for each C-STORE
+        sub-operation; it may push items into :attr:`get_outbox`.
         """
         msg_id = self._next_id()
         self.message_id = msg_id
@@ -358,8 +395,8 @@ class Association:
             (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
             (evt.EVT_ABORTED, self._on_aborted),
         ]
-        if self._store_handler is not None:
-            handlers.append((evt.EVT_C_STORE, self._store_handler))
+        if self._roles:  # we may receive C-STORE sub-operations (C-GET)
+            handlers.append((evt.EVT_C_STORE, self._on_c_store))
         bind = ("::", 0) if family == socket.AF_INET6 else ("", 0)
         assoc = ae.associate(
             address,
@@ -377,6 +414,12 @@ class Association:
             return
         self._join(assoc)
         raise self._why_not_established(assoc)
+
+    def _on_c_store(self, event: evt.Event) -> Any:
+        handler = self.store_handler
+        if handler is None:  # nobody is retrieving: refuse (out of resources)
+            return 0xA700
+        return handler(event)
 
     def _on_acse_recv(self, event: evt.Event) -> None:
         self._acse_received.append(event.event.name)
@@ -525,14 +568,22 @@ class Association:
 
     def _echo_in_thread(self) -> float:
         assoc = self._established()
-        self._request_sent()
         start = time.perf_counter()
-        rsp = assoc.send_c_echo(msg_id=self._next_id())
+        rsp = self._request("C-ECHO", assoc.send_c_echo, msg_id=self._next_id())
         rtt = time.perf_counter() - start
         code = self._status(rsp, "C-ECHO")
         if code != _status.SUCCESS:
             raise StatusError("C-ECHO", code, node=self.node, error_comment=rsp.get("ErrorComment"))
         return rtt
+
+    def _request(self, service: str, send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call a pynetdicom ``send_c_*`` method; no accepted context -> NegotiationError."""
+        self._established()
+        self._request_sent()
+        try:
+            return send(*args, **kwargs)
+        except ValueError as exc:
+            raise NegotiationError(f"cannot send {service}: {exc}", node=self.node) from exc
 
     def _established(self) -> _PynetAssociation:
         assoc = self._assoc
@@ -545,8 +596,8 @@ class Association:
     ) -> None:
         try:
             assoc = self._established()
-            self._request_sent()
-            for status_ds, ident in assoc.send_c_find(identifier, model, msg_id=msg_id):
+            responses = self._request("C-FIND", assoc.send_c_find, identifier, model, msg_id=msg_id)
+            for status_ds, ident in responses:
                 code = self._status(status_ds, "C-FIND")
                 if _status.is_pending(code):
                     if ident is not None:
@@ -600,8 +651,9 @@ class Association:
     ) -> None:
         try:
             assoc = self._established()
-            self._request_sent()
-            responses = assoc.send_c_move(identifier, destination, model, msg_id=msg_id)
+            responses = self._request(
+                "C-MOVE", assoc.send_c_move, identifier, destination, model, msg_id=msg_id
+            )
         except BaseException:
             box.close()
             raise
@@ -613,8 +665,7 @@ class Association:
         self.get_outbox = box
         try:
             assoc = self._established()
-            self._request_sent()
-            responses = assoc.send_c_get(identifier, model, msg_id=msg_id)
+            responses = self._request("C-GET", assoc.send_c_get, identifier, model, msg_id=msg_id)
         except BaseException:
             box.close()
             raise

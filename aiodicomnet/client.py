@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+)
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -35,6 +42,7 @@ from . import contexts as _cx
 from ._bridge import Closed, outbox
 from .association import Association, StoreItem, next_message_id
 from .errors import (
+    AssociationAborted,
     AssociationError,
     IncompleteRetrieve,
     NegotiationError,
@@ -42,6 +50,7 @@ from .errors import (
     StatusError,
 )
 from .nodes import Node, validate_ae_title
+from .pool import NO_REUSE, Pool, PoolConfig
 from .query import Query, as_identifier, sop_class
 from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
@@ -166,8 +175,12 @@ class Client:
         max_pdu: the largest PDU we accept (0: no limit, the fastest).
         buffer: responses that may wait for the consumer before the worker
             thread (and so the peer, through TCP) is slowed down.
+        pool: association reuse and the limit of concurrent operations per
+            node (default: no reuse, at most 4 at once per node); pass
+            ``PoolConfig()`` to keep idle associations for reuse.
 
-    Use as ``async with Client("MYAE") as client:``.
+    Use as ``async with Client("MYAE") as client:``; leaving the block
+    releases idle pooled associations.
     """
 
     def __init__(
@@ -177,11 +190,13 @@ class Client:
         timeouts: Timeouts | None = None,
         max_pdu: int = 0,
         buffer: int = 16,
+        pool: PoolConfig | None = None,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.timeouts = timeouts or Timeouts()
         self.max_pdu = max_pdu
         self.buffer = buffer
+        self.pool = Pool(pool or NO_REUSE)
         self._open: set[Association] = set()
 
     async def __aenter__(self) -> Client:
@@ -191,10 +206,13 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Abort any association still open (normally there is none)."""
-        for assoc in list(self._open):
-            await assoc.abort()
-        self._open.clear()
+        """Release idle pooled associations; abort any still in use (normally none)."""
+        with anyio.CancelScope(shield=True):
+            for assoc in self.pool.drain():
+                await assoc.release()
+            for assoc in list(self._open):
+                await assoc.abort()
+            self._open.clear()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -203,24 +221,85 @@ class Client:
         self,
         node: Node,
         contexts: list[PresentationContext],
-        **kwargs: Any,
+        *,
+        roles: list[Any] | None = None,
+        timeouts: Timeouts | None = None,
+        fresh: bool = False,
     ) -> AsyncIterator[Association]:
-        assoc = Association(
-            self.ae_title,
-            node,
-            contexts,
-            timeouts=kwargs.pop("timeouts", None) or self.timeouts,
-            max_pdu=self.max_pdu,
-            buffer=self.buffer,
-            **kwargs,
-        )
-        await assoc.open()
-        self._open.add(assoc)
-        try:
-            yield assoc
-        finally:
-            self._open.discard(assoc)
-            await assoc.release()
+        """An association to ``node`` for one operation: pooled, or new.
+
+        Waits for a free slot of the node's concurrency limit.  ``fresh``
+        skips the pool (the retry after a pooled association turned out dead).
+        """
+        key = (node, _cx.contexts_key(contexts, roles or []))
+        async with self.pool.limit(node):
+            assoc, dead = (None, []) if fresh or timeouts else self.pool.take(key)
+            for stale in dead:
+                await stale.release()
+            if assoc is None:
+                assoc = Association(
+                    self.ae_title,
+                    node,
+                    contexts,
+                    timeouts=timeouts or self.timeouts,
+                    max_pdu=self.max_pdu,
+                    buffer=self.buffer,
+                    roles=roles or (),
+                )
+                await assoc.open()
+                assoc.reused = False
+            else:
+                assoc.reused = True
+            self._open.add(assoc)
+            try:
+                yield assoc
+            finally:
+                self._open.discard(assoc)
+                assoc.store_handler = None
+                if timeouts or not self.pool.give(key, assoc):
+                    await assoc.release()
+
+    async def _run(
+        self,
+        node: Node,
+        contexts: list[PresentationContext],
+        body: Callable[[Association], Awaitable[R]],
+        **kwargs: Any,
+    ) -> R:
+        """Run ``body(association)``; retry once on a fresh association if a
+        pooled one turns out to have been closed by the peer meanwhile."""
+        async with self._associate(node, contexts, **kwargs) as assoc:
+            try:
+                return await body(assoc)
+            except AssociationAborted:
+                if not assoc.reused:
+                    raise
+        log.info("%s: pooled association was closed by the peer; reconnecting", node)
+        async with self._associate(node, contexts, fresh=True, **kwargs) as assoc:
+            return await body(assoc)
+
+    async def _stream(
+        self,
+        node: Node,
+        contexts: list[PresentationContext],
+        start: Callable[[Association], AsyncGenerator[T, None]],
+        **kwargs: Any,
+    ) -> AsyncGenerator[T, None]:
+        """Yield from ``start(association)``, with :meth:`_run`'s retry when
+        nothing has been yielded yet."""
+        for fresh in (False, True):
+            yielded = False
+            async with self._associate(node, contexts, fresh=fresh, **kwargs) as assoc:
+                try:
+                    async with aclosing(start(assoc)) as items:
+                        async for item in items:
+                            yielded = True
+                            yield item
+                    return
+                except AssociationAborted:
+                    if yielded or not assoc.reused:
+                        raise
+            log.info("%s: pooled association was closed by the peer; reconnecting", node)
 
     # ------------------------------------------------------------------ C-ECHO
 
@@ -230,8 +309,7 @@ class Client:
         Raises:
             ConnectError, AssociationRejected, DicomTimeout, StatusError: as fits.
         """
-        async with self._associate(node, _cx.verification_contexts(), timeouts=timeouts) as a:
-            return await a.echo()
+        return await self._run(node, _cx.query_contexts(), lambda a: a.echo(), timeouts=timeouts)
 
     # ------------------------------------------------------------------ C-FIND
 
@@ -256,10 +334,9 @@ class Client:
         self, node: Node, identifier: Dataset, model: str
     ) -> AsyncGenerator[Dataset, None]:
         uid = sop_class(model, "find")
-        async with (
-            self._associate(node, _cx.query_contexts(uid)) as assoc,
-            aclosing(assoc.find(identifier, uid)) as responses,
-        ):
+        async with aclosing(
+            self._stream(node, _cx.query_contexts(), lambda a: a.find(identifier, uid))
+        ) as responses:
             async for ds in responses:
                 yield ds
 
@@ -270,6 +347,7 @@ class Client:
         node: Node,
         items: StoreSource,
         *,
+        associations: int = 1,
         on_progress: Callable[[InstanceOutcome], object] | None = None,
     ) -> StoreResult:
         """Send instances with C-STORE; return one outcome per instance.
@@ -277,40 +355,87 @@ class Client:
         ``items`` are Datasets (with ``file_meta``), paths of Part 10 files, or
         directories (searched recursively), alone or in an iterable.  One
         association proposes exactly the SOP classes and transfer syntaxes
-        present (a second one is opened past 128 contexts).  Files are sent
-        as they are: their pixel data is never decoded.  A failure of one
-        instance does not stop the others; check :attr:`StoreResult.ok`.
+        present (another one is opened past 128 contexts).  Files are sent
+        as they are, read one at a time: their pixel data is never decoded and
+        memory does not grow with their number.  ``associations`` > 1 spreads
+        the instances over that many associations at once (see
+        docs/benchmarks.md for what it buys on a given machine).  A failure
+        of one instance does not stop the others; check :attr:`StoreResult.ok`.
 
         Raises:
-            ConnectError, AssociationRejected, DicomTimeout: the association
+            ConnectError, AssociationRejected, DicomTimeout: an association
                 could not be set up.
-            AssociationAborted, DimseTimeout: the association was lost midway;
-                the exception's ``partial`` attribute holds the StoreResult so
-                far, including the instances that were not sent.
+            AssociationAborted, DimseTimeout: an association was lost midway;
+                the exception's ``partial`` attribute holds the StoreResult,
+                including the instances that were not sent.
         """
+        if associations < 1:
+            raise ValueError(f"associations must be at least 1, not {associations}")
         plan, outcomes = await anyio.to_thread.run_sync(_plan_store, _flatten(items))
         result = StoreResult(list(outcomes))
         if on_progress is not None:
             for outcome in outcomes:
                 on_progress(outcome)
-        if not plan:
-            return result
+        errors: list[AssociationError] = []
+
+        async def send(group: list[PresentationContext], batch: list[StoreItem]) -> None:
+            try:
+                await self._store_batch(node, group, batch, result, on_progress)
+            except AssociationError as exc:
+                errors.append(exc)
+
         for group in _cx.store_context_groups(plan.keys()):
             keys = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in group}
             batch = [item for key in sorted(keys) for item in plan[key]]
-            try:
-                async with (
-                    self._associate(node, group) as assoc,
-                    aclosing(assoc.store(batch)) as sent,
-                ):
-                    async for outcome in sent:
-                        result.outcomes.append(outcome)
-                        if on_progress is not None:
-                            on_progress(outcome)
-            except AssociationError as exc:
-                exc.partial = result  # type: ignore[attr-defined]
-                raise
+            if not batch:
+                continue
+            n = min(associations, len(batch))
+            size = -(-len(batch) // n)
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(send, group, batch[i * size : (i + 1) * size])
+        if errors:
+            errors[0].partial = result  # type: ignore[attr-defined]
+            raise errors[0]
         return result
+
+    async def _store_batch(
+        self,
+        node: Node,
+        group: list[PresentationContext],
+        batch: list[StoreItem],
+        result: StoreResult,
+        on_progress: Callable[[InstanceOutcome], object] | None,
+    ) -> None:
+        """Send ``batch`` on one association, appending outcomes to ``result``.
+
+        Instances not sent because the association broke are appended when
+        the batch ends, so a pooled association found dead can be replaced
+        (once) without reporting anything twice.
+        """
+        for fresh in (False, True):
+            unsent: list[InstanceOutcome] = []
+            sent_any = False
+            async with self._associate(node, group, fresh=fresh) as assoc:
+                try:
+                    async with aclosing(assoc.store(batch)) as outcomes:
+                        async for outcome in outcomes:
+                            if outcome.status is None and outcome.error == "association lost":
+                                unsent.append(outcome)
+                                continue
+                            sent_any = True
+                            result.outcomes.append(outcome)
+                            if on_progress is not None:
+                                on_progress(outcome)
+                    return
+                except AssociationAborted:
+                    if sent_any or fresh or not assoc.reused:
+                        result.outcomes.extend(unsent)
+                        if on_progress is not None:
+                            for outcome in unsent:
+                                on_progress(outcome)
+                        raise
+            log.info("%s: pooled association was closed by the peer; reconnecting", node)
 
     # ------------------------------------------------------------------ C-MOVE
 
@@ -335,10 +460,9 @@ class Client:
         self, node: Node, identifier: Dataset, model: str, destination: str
     ) -> AsyncGenerator[Progress, None]:
         uid = sop_class(model, "move")
-        async with (
-            self._associate(node, _cx.query_contexts(uid)) as assoc,
-            aclosing(assoc.move(identifier, uid, destination)) as responses,
-        ):
+        async with aclosing(
+            self._stream(node, _cx.query_contexts(), lambda a: a.move(identifier, uid, destination))
+        ) as responses:
             async for progress in responses:
                 yield progress
 
@@ -410,7 +534,7 @@ class Client:
         received = 0
         try:
             async with (
-                self._associate(node, _cx.query_contexts(uid)) as assoc,
+                self._associate(node, _cx.query_contexts()) as assoc,
                 aclosing(
                     assoc.move(
                         identifier, uid, server.ae_title, msg_id=msg_id, channel=(box, receive)
@@ -493,15 +617,18 @@ class Client:
         def on_store(event: evt.Event) -> Dataset:
             return handle_store(event, storage, deliver, logger=log)
 
-        async with self._associate(node, contexts, roles=roles, store_handler=on_store) as assoc:
-            holder.append(assoc)
-            async with aclosing(assoc.get(identifier, uid)) as items:
-                async for item in items:
-                    if isinstance(item, Progress):
-                        if on_progress is not None:
-                            on_progress(item)
-                    else:
-                        yield item
+        def start(assoc: Association) -> AsyncGenerator[Any, None]:
+            holder[:] = [assoc]
+            assoc.store_handler = on_store
+            return assoc.get(identifier, uid)
+
+        async with aclosing(self._stream(node, contexts, start, roles=roles)) as items:
+            async for item in items:
+                if isinstance(item, Progress):
+                    if on_progress is not None:
+                        on_progress(item)
+                else:
+                    yield item
 
     async def _discover_sop_classes(self, node: Node, identifier: Dataset, model: str) -> list[str]:
         """SOP classes of the instances ``identifier`` names: C-FIND down to IMAGE level.
@@ -522,7 +649,7 @@ class Client:
         known = {k: identifier.get(k) for k in _UNIQUE.values() if identifier.get(k)}
         below = _LEVEL_ORDER[_LEVEL_ORDER.index(level) + 1 :] or ["IMAGE"]
         classes: set[str] = set()
-        async with self._associate(node, _cx.query_contexts(uid)) as assoc:
+        async with self._associate(node, _cx.query_contexts()) as assoc:
             frontier = [known]
             for lower in below:
                 key = _UNIQUE[lower]

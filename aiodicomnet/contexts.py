@@ -1,5 +1,8 @@
 """Presentation contexts we propose: the one place that decides them.
 
+C-ECHO, C-FIND and C-MOVE share one set (Verification and the FIND and MOVE
+models of both roots), so a pooled association serves any of them.
+
 A requestor may propose at most 128 presentation contexts (PS3.8 9.3.2.2,
 context IDs are odd numbers 1-255).  Store proposes exactly the
 (SOP class, transfer syntax) pairs it has to send, plus Implicit VR Little
@@ -11,7 +14,7 @@ it expects to receive.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 from pydicom.uid import (
     JPEG2000,
@@ -36,6 +39,7 @@ __all__ = [
     "COMPRESSED",
     "MAX_CONTEXTS",
     "UNCOMPRESSED",
+    "contexts_key",
     "get_contexts",
     "query_contexts",
     "store_context_groups",
@@ -65,9 +69,33 @@ def verification_contexts() -> list[PresentationContext]:
     return [build_context(_VERIFICATION, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
 
 
-def query_contexts(model_uid: str) -> list[PresentationContext]:
-    """One context for a Q/R information model (FIND or MOVE)."""
-    return [build_context(model_uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+_QUERY_MODELS = [
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Q/R Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root Q/R Information Model - MOVE
+    "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root Q/R Information Model - MOVE
+]
+
+
+def query_contexts() -> list[PresentationContext]:
+    """Verification and the FIND and MOVE models of both roots.
+
+    One set for C-ECHO, C-FIND and C-MOVE, so that one (pooled) association
+    serves them all; a peer may reject some of these contexts, and an
+    operation needing a rejected one fails with ``NegotiationError``.
+    """
+    syntaxes: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    return [build_context(uid, list(syntaxes)) for uid in [_VERIFICATION, *_QUERY_MODELS]]
+
+
+def contexts_key(
+    contexts: Iterable[PresentationContext], roles: Iterable[SCP_SCU_RoleSelectionNegotiation]
+) -> Hashable:
+    """A hashable summary of proposed contexts and roles (the pool's key)."""
+    return (
+        frozenset((str(cx.abstract_syntax), tuple(cx.transfer_syntax)) for cx in contexts),
+        frozenset((str(r.sop_class_uid), r.scu_role, r.scp_role) for r in roles),
+    )
 
 
 def _store_context(sop_class: str, transfer_syntax: str) -> PresentationContext:
@@ -103,7 +131,7 @@ def get_contexts(
             f"C-GET would need {len(classes) + 1} presentation contexts; at most "
             f"{MAX_CONTEXTS} can be proposed"
         )
-    contexts = query_contexts(model_uid)
+    contexts = [build_context(model_uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
     roles = []
     for sop in classes:
         contexts.append(build_context(sop, [*UNCOMPRESSED, *COMPRESSED]))

@@ -56,11 +56,17 @@ class ScriptedSCP:
     aborted: threading.Event = field(default_factory=threading.Event)
     established: threading.Event = field(default_factory=threading.Event)
     requests: list[Dataset] = field(default_factory=list)
+    accepted_count: int = 0
+    active: int = 0
+    max_active: int = 0
+    _count_lock: threading.Condition = field(default_factory=threading.Condition)
 
     def reset(self) -> None:
         for e in (self.cancelled, self.released, self.aborted, self.established):
             e.clear()
         self.requests.clear()
+        with self._count_lock:
+            self.accepted_count = self.max_active = 0
         self.on_find = self.on_move = self.on_get = self.on_store = self.on_echo = None
 
     def _dispatch(self, name: str) -> Handler:
@@ -79,10 +85,41 @@ class ScriptedSCP:
             (evt.EVT_C_MOVE, self._dispatch("on_move")),
             (evt.EVT_C_GET, self._dispatch("on_get")),
             (evt.EVT_C_STORE, self._dispatch("on_store")),
-            (evt.EVT_RELEASED, lambda e: self.released.set()),
-            (evt.EVT_ABORTED, lambda e: self.aborted.set()),
-            (evt.EVT_ACCEPTED, lambda e: self.established.set()),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_ACCEPTED, self._on_accepted),
         ]
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        with self._count_lock:
+            self.accepted_count += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self._count_lock.notify_all()
+        self.established.set()
+
+    def _ended(self) -> None:
+        with self._count_lock:
+            self.active -= 1
+            self._count_lock.notify_all()
+
+    def wait_active(self, n: int, timeout: float = 5.0) -> bool:
+        """Block until exactly ``n`` associations are open at the peer."""
+        with self._count_lock:
+            return self._count_lock.wait_for(lambda: self.active == n, timeout)
+
+    def _on_released(self, event: evt.Event) -> None:
+        self._ended()
+        self.released.set()
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        self._ended()
+        self.aborted.set()
+
+    def abort_all(self) -> None:
+        """Abort every association the peer has open (as a restarting PACS would)."""
+        for assoc in list(self._server.active_associations):
+            assoc.abort()
 
     @contextmanager
     def running(self) -> Iterator[ScriptedSCP]:
@@ -97,6 +134,7 @@ class ScriptedSCP:
         server = ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=self._handlers()
         )
+        self._server = server
         self.port = server.server_address[1]
         try:
             yield self
