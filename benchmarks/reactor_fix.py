@@ -65,13 +65,13 @@ def apply(assoc: Any) -> None:
     lock = threading.Lock()
     dimse = assoc.dimse
     get_msg, send_msg = dimse.get_msg, dimse.send_msg
-    checkpoint = assoc._reactor_checkpoint
 
     def guarded_get_msg(block: bool = False) -> Any:
         if block:  # send_*() waiting for its response
             return get_msg(True)
         with lock:  # the reactor, polling
-            if not checkpoint.is_set():
+            # looked up each time: the checkpoint object may be replaced later
+            if not assoc._reactor_checkpoint.is_set():
                 return None, None
             return get_msg(False)
 

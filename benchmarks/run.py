@@ -18,6 +18,7 @@ import math
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -30,6 +31,7 @@ from .common import Section, Settings, Workspace, log, machine_info, median
 #: name -> "module:function(workspace, settings) -> Section", in running order.
 BENCHMARKS = {
     "store": "benchmarks.store:run",
+    "store-parallel": "benchmarks.store:run_parallel",
     "echo": "benchmarks.echo:run",
     "receive": "benchmarks.receive:run",
     "rss": "benchmarks.receive:run_rss",
@@ -95,12 +97,14 @@ def render(
     settings: Settings,
     machine: dict[str, str],
     workspace: str,
+    rev: str,
 ) -> str:
     out: list[str] = []
     add = out.append
     add("# aiodicomnet benchmarks")
     add("")
     add(f"- Command: `{command}`")
+    add(f"- aiodicomnet revision: {rev}")
     add(f"- Date: {started.strftime('%Y-%m-%d %H:%M %Z')} (took {seconds / 60:.1f} min)")
     add(
         f"- Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory']} RAM, "
@@ -183,6 +187,31 @@ def render(
     return "\n".join(out).rstrip() + "\n"
 
 
+def revision() -> str:
+    """The library's git revision, and whether aiodicomnet/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "aiodicomnet"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + (" with uncommitted changes in aiodicomnet/" if dirty else "")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -198,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(timezone.utc).astimezone()
     t0 = time.monotonic()
     machine = machine_info()
+    rev = revision()
     ws = Workspace(args.workdir, keep=args.keep)
     where = "tmpfs" if ws.on_tmpfs else "disk"
     workspace = f"generated into a temporary directory on {where} ({ws.root.parent}), removed after"
@@ -225,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings=settings,
         machine=machine,
         workspace=workspace,
+        rev=rev,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

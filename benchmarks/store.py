@@ -133,3 +133,55 @@ def run(ws: Workspace, s: Settings) -> Section:
         "what the sender accepts (small C-STORE responses here)."
     )
     return section
+
+
+def run_parallel(ws: Workspace, s: Settings) -> Section:
+    """``Client.store(..., associations=N)`` into a forking storescp: what N buys."""
+    files = ws.ct_series(s.store_slices)
+    size = total_bytes(files)
+    section = Section(
+        "store-parallel",
+        "Store over several associations (Client.store associations=N)",
+        f"The same {len(files)} slices ({size / MB:.0f} MB) sent by `Client.store(node, paths, "
+        "associations=N)`, split over N associations at once, to DCMTK storescp with `--fork` "
+        "(a process per association, `TCP_NODELAY=1`, writing to tmpfs).",
+    )
+    proc, port, received = start_storescp(ws, "store-parallel", extra=["--fork"])
+    common: dict[str, Any] = {"host": HOST, "port": port, "called": "STORESCP"}
+    common["files"] = str(files[0].parent)
+
+    def worker(n: int) -> dict[str, float]:
+        r = run_worker(ws, "store-adn", timeout=300, associations=n, **common)
+        got = count_files(received)
+        empty_dir(received)
+        if got != len(files) or r["ok"] != r["sent"]:
+            raise RuntimeError(f"storescp received {got} of {len(files)} files (ok={r['ok']})")
+        return {"mbps": size / MB / r["seconds"]}
+
+    counts = (1, 2, 4)
+    names = {n: f"aiodicomnet Client.store, associations={n}" for n in counts}
+    contenders = [Contender(names[n], lambda n=n: worker(n)) for n in counts]  # type: ignore[misc]
+    try:
+        results = interleave(section, s.rounds, contenders, retries=2)
+    finally:
+        proc.stop()
+    mbps = {n: results[names[n]]["mbps"] for n in counts}
+    for n in counts:
+        section.figure(names[n], "MB/s").values = mbps[n]
+    for n in counts[1:]:
+        per_round = [a / b for a, b in zip(mbps[n], mbps[1], strict=True)]
+        section.checks.append(
+            Check(
+                f"associations={n} / associations=1",
+                median(per_round),
+                "",
+                None,
+                rounds=per_round,
+            )
+        )
+    section.notes.append(
+        "All associations are sent from one Python process and share its GIL: what "
+        "several associations win is the overlap of one's waiting (pynetdicom's polling "
+        "threads, the peer's work) with another's encoding, not parallel encoding."
+    )
+    return section

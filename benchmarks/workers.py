@@ -58,7 +58,9 @@ def _maybe_fix(fix: bool) -> None:
 
 
 @worker("store-adn")
-def store_adn(host: str, port: int, called: str, files: str, fix: bool = False) -> dict[str, Any]:
+def store_adn(
+    host: str, port: int, called: str, files: str, fix: bool = False, associations: int = 1
+) -> dict[str, Any]:
     import asyncio
 
     _maybe_fix(fix)
@@ -71,8 +73,9 @@ def store_adn(host: str, port: int, called: str, files: str, fix: bool = False) 
 
     async def main() -> dict[str, Any]:
         async with Client("ADNSCU", timeouts=Timeouts(dimse=DIMSE_TIMEOUT)) as client:
+            kwargs = {"associations": associations} if associations != 1 else {}
             t0 = time.perf_counter()
-            result = await client.store(node, paths)
+            result = await client.store(node, paths, **kwargs)
             seconds = time.perf_counter() - t0
         ok = sum(1 for o in result.outcomes if o.status == 0)
         return {"seconds": seconds, "sent": len(paths), "ok": ok}
