@@ -41,6 +41,7 @@ from pynetdicom.presentation import PresentationContext
 from . import contexts as _cx
 from ._bridge import Closed, outbox
 from .association import Association, StoreItem, next_message_id
+from .browse import BrowseTree, browse
 from .errors import (
     AssociationAborted,
     AssociationError,
@@ -49,6 +50,7 @@ from .errors import (
     QueryError,
     StatusError,
 )
+from .fanout import FindAll, NodeResult, run_each
 from .nodes import Node, validate_ae_title
 from .pool import NO_REUSE, Pool, PoolConfig
 from .query import Query, as_identifier, sop_class
@@ -339,6 +341,51 @@ class Client:
         ) as responses:
             async for ds in responses:
                 yield ds
+
+    # ------------------------------------------------------------------ many nodes
+
+    async def echo_all(
+        self, nodes: Iterable[Node], *, node_timeout: float | None = 10.0
+    ) -> list[NodeResult[float]]:
+        """C-ECHO every node at once; one :class:`~aiodicomnet.fanout.NodeResult` each.
+
+        A node that fails, or does not answer within ``node_timeout`` seconds,
+        gets its typed error in its result; it never delays the others
+        beyond ``node_timeout`` nor raises.
+        """
+        return await run_each(list(nodes), self.echo, node_timeout)
+
+    def find_all(
+        self,
+        nodes: Iterable[Node],
+        query: QueryLike,
+        *,
+        model: str | None = None,
+        node_timeout: float | None = 30.0,
+    ) -> FindAll:
+        """C-FIND on every node at once, each within ``node_timeout`` seconds.
+
+        ``await`` it for a :class:`~aiodicomnet.fanout.FindAllResult`
+        (identifiers with their node, per-node errors, ``merged()`` to
+        de-duplicate by UID), or stream with ``async with ... as results:
+        async for found in results``.
+
+        Raises:
+            QueryError: at once, for a malformed query.
+        """
+        return FindAll(
+            self, list(nodes), query, model=model, node_timeout=node_timeout, buffer=self.buffer
+        )
+
+    async def browse(
+        self, node: Node, query: Query, *, series: bool = True, count_instances: bool = True
+    ) -> BrowseTree:
+        """The patients -> studies -> series tree of a PATIENT or STUDY query.
+
+        See :func:`aiodicomnet.browse.browse`; lower-level C-FINDs run
+        concurrently, at most ``PoolConfig.max_per_node`` at a time.
+        """
+        return await browse(self, node, query, series=series, count_instances=count_instances)
 
     # ------------------------------------------------------------------ C-STORE
 
