@@ -78,12 +78,14 @@ async def test_find_all_streams_and_stops_early(
     orthanc_loaded: OrthancServer, dcmqrscp_loaded: DcmQrScp, no_leaks: Any
 ) -> None:
     nodes = [orthanc_loaded.node, dcmqrscp_loaded.node]
-    async with Client("FANOUT") as client:
-        async with client.find_all(nodes, Query.image(PatientID="*")) as results:
-            first = None
-            async for found in results:
-                first = found
-                break
+    first = None
+    async with (
+        Client("FANOUT") as client,
+        client.find_all(nodes, Query.image(PatientID="*")) as results,
+    ):
+        async for found in results:
+            first = found
+            break
     assert first is not None and first.node in nodes
 
 
