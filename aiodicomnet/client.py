@@ -15,26 +15,21 @@ For deterministic clean-up when breaking out of a loop early, prefer::
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
-    Generator,
     Iterable,
 )
 from contextlib import aclosing, asynccontextmanager
-from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext
 
@@ -52,11 +47,13 @@ from .errors import (
 )
 from .fanout import FindAll, NodeResult, run_each
 from .nodes import Node, validate_ae_title
+from .operation import Operation, as_list, last
 from .pool import NO_REUSE, Pool, PoolConfig
-from .query import Query, as_identifier, sop_class
+from .query import LEVELS, UNIQUE_KEYS, Query, as_identifier, sop_class
 from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
 from .storage import DeliveryRefused, MemoryStorage, ReceivedInstance, Storage, handle_store
+from .store_plan import StoreSource, flatten, plan_store
 from .timeouts import Timeouts
 
 __all__ = ["Client", "Operation"]
@@ -67,105 +64,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 QueryLike = Query | Dataset
-StoreSource = StoreItem | str | Iterable[StoreItem | str]
 ProgressCallback = Callable[[Progress], object]
-
-
-class Operation(Generic[T, R]):
-    """A running (or not yet started) multi-response operation.
-
-    * ``async for item in op`` yields items as responses arrive;
-    * ``await op`` runs it to the end and returns its result;
-    * ``async with op as items:`` closes it deterministically on exit.
-
-    The operation starts when first iterated or awaited; an Operation can be
-    consumed once.
-    """
-
-    def __init__(
-        self,
-        start: Callable[[], AsyncGenerator[T, None]],
-        finish: Callable[[list[T]], R],
-    ) -> None:
-        self._start = start
-        self._finish = finish
-        self._gen: AsyncGenerator[T, None] | None = None
-
-    def __aiter__(self) -> AsyncIterator[T]:
-        if self._gen is not None:
-            raise RuntimeError("this operation is already running; it can be consumed once")
-        self._gen = self._start()
-        gen = self._gen
-        self._gen = _CONSUMED  # do not keep a reference: break must finalize it
-        return gen
-
-    async def __aenter__(self) -> AsyncGenerator[T, None]:
-        if self._gen is not None:
-            raise RuntimeError("this operation is already running; it can be consumed once")
-        self._gen = self._start()
-        return self._gen
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._gen is not None and self._gen is not _CONSUMED:
-            await self._gen.aclose()
-
-    async def _run(self) -> R:
-        items: list[T] = []
-        async with aclosing(self.__aiter__()) as gen:  # type: ignore[type-var]
-            async for item in gen:
-                items.append(item)
-        return self._finish(items)
-
-    def __await__(self) -> Generator[Any, None, R]:
-        return self._run().__await__()
-
-
-_CONSUMED: Any = object()  # marks an Operation whose generator was handed out
-
-
-def _last_progress(items: list[Progress]) -> Progress:
-    return items[-1]
-
-
-def _as_list(items: list[T]) -> list[T]:
-    return items
-
-
-#: Storage SOP classes proposed for C-GET when a query cannot tell which are needed.
-DEFAULT_GET_SOP_CLASSES = [
-    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
-    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
-    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
-    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
-    "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image
-    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image - For Presentation
-    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
-    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
-    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
-    "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image
-    "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image
-    "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image
-    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
-    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
-    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
-    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection Document
-    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
-    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
-    "1.2.840.10008.5.1.4.1.1.104.3",  # Encapsulated STL
-]
-
-_LEVEL_ORDER = ["PATIENT", "STUDY", "SERIES", "IMAGE"]
-_UNIQUE = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
 
 
 class Client:
@@ -330,7 +229,7 @@ class Client:
             StatusError: the peer answered with a failure status.
         """
         identifier, model_name = as_identifier(query, model, service="find")
-        return Operation(lambda: self._find(node, identifier, model_name), _as_list)
+        return Operation(lambda: self._find(node, identifier, model_name), as_list)
 
     async def _find(
         self, node: Node, identifier: Dataset, model: str
@@ -418,7 +317,7 @@ class Client:
         """
         if associations < 1:
             raise ValueError(f"associations must be at least 1, not {associations}")
-        plan, outcomes = await anyio.to_thread.run_sync(_plan_store, _flatten(items))
+        plan, outcomes = await anyio.to_thread.run_sync(plan_store, flatten(items))
         result = StoreResult(list(outcomes))
         if on_progress is not None:
             for outcome in outcomes:
@@ -499,9 +398,7 @@ class Client:
         """
         destination = validate_ae_title(destination)
         identifier, model_name = as_identifier(query, model, service="move")
-        return Operation(
-            lambda: self._move(node, identifier, model_name, destination), _last_progress
-        )
+        return Operation(lambda: self._move(node, identifier, model_name, destination), last)
 
     async def _move(
         self, node: Node, identifier: Dataset, model: str, destination: str
@@ -561,7 +458,7 @@ class Client:
         server = via
         return Operation(
             lambda: self._retrieve_move(node, identifier, model_name, server, on_progress),
-            _as_list,
+            as_list,
         )
 
     async def _retrieve_move(
@@ -630,7 +527,7 @@ class Client:
             lambda: self._get(
                 node, identifier, model_name, storage or MemoryStorage(), sop_classes, on_progress
             ),
-            _as_list,
+            as_list,
         )
 
     async def _get(
@@ -681,25 +578,26 @@ class Client:
         """SOP classes of the instances ``identifier`` names: C-FIND down to IMAGE level.
 
         Walks the hierarchy (each level's unique keys), so it also works with
-        strictly hierarchical SCPs; falls back to :data:`DEFAULT_GET_SOP_CLASSES`.
+        strictly hierarchical SCPs; falls back to
+        :data:`~aiodicomnet.contexts.DEFAULT_GET_SOP_CLASSES`.
         """
         try:
             found = await self._walk_to_images(node, identifier, model)
         except (StatusError, NegotiationError, QueryError) as exc:
             log.info("%s: cannot list SOP classes (%s); proposing common ones", node, exc)
-            return list(DEFAULT_GET_SOP_CLASSES)
-        return sorted(found) or list(DEFAULT_GET_SOP_CLASSES)
+            return list(_cx.DEFAULT_GET_SOP_CLASSES)
+        return sorted(found) or list(_cx.DEFAULT_GET_SOP_CLASSES)
 
     async def _walk_to_images(self, node: Node, identifier: Dataset, model: str) -> set[str]:
         uid = sop_class(model, "find")
-        level = str(identifier.QueryRetrieveLevel)
-        known = {k: identifier.get(k) for k in _UNIQUE.values() if identifier.get(k)}
-        below = _LEVEL_ORDER[_LEVEL_ORDER.index(level) + 1 :] or ["IMAGE"]
+        level = LEVELS.index(str(identifier.QueryRetrieveLevel))
+        known = {k: identifier.get(k) for k in UNIQUE_KEYS.values() if identifier.get(k)}
+        below = LEVELS[level + 1 :] or ("IMAGE",)
         classes: set[str] = set()
         async with self._associate(node, _cx.query_contexts()) as assoc:
             frontier = [known]
             for lower in below:
-                key = _UNIQUE[lower]
+                key = UNIQUE_KEYS[lower]
                 next_frontier: list[dict[str, Any]] = []
                 for keys in frontier:
                     ds = Dataset()
@@ -754,61 +652,3 @@ def _move_matcher(
         return all(getattr(instance, attr) in values for attr, values in wanted.items())
 
     return match
-
-
-# ---------------------------------------------------------------------- store planning
-
-
-def _flatten(items: StoreSource) -> list[StoreItem]:
-    if isinstance(items, (Dataset, Path, str)):
-        items = [items]
-    return [Path(i) if isinstance(i, str) else i for i in items]
-
-
-def _plan_store(
-    items: list[StoreItem],
-) -> tuple[dict[tuple[str, str], list[StoreItem]], list[InstanceOutcome]]:
-    """Group what to send by (SOP class, transfer syntax); report what cannot be sent.
-
-    Runs in a worker thread: reads only the file meta information of files.
-    """
-    plan: dict[tuple[str, str], list[StoreItem]] = {}
-    rejected: list[InstanceOutcome] = []
-
-    def add(key: tuple[str, str], item: StoreItem) -> None:
-        plan.setdefault(key, []).append(item)
-
-    for item in items:
-        if isinstance(item, Dataset):
-            if "SOPClassUID" not in item or "SOPInstanceUID" not in item:
-                rejected.append(
-                    Association._not_sent(item, "dataset has no SOP Class/Instance UID")
-                )
-                continue
-            meta = getattr(item, "file_meta", None)
-            if meta is None or "TransferSyntaxUID" not in meta:
-                item = _with_transfer_syntax(item)
-            add((str(item.SOPClassUID), str(item.file_meta.TransferSyntaxUID)), item)
-            continue
-        paths = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
-        for path in paths:
-            try:
-                meta = read_file_meta_info(path)
-                key = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
-            except Exception as exc:
-                rejected.append(Association._not_sent(path, f"not a DICOM Part 10 file: {exc}"))
-                continue
-            add(key, path)
-    return plan, rejected
-
-
-def _with_transfer_syntax(ds: Dataset) -> Dataset:
-    """A shallow copy of ``ds`` whose file meta names its transfer syntax."""
-    copied = copy.copy(ds)
-    meta = FileMetaDataset(getattr(ds, "file_meta", None) or FileMetaDataset())
-    implicit = getattr(ds, "original_encoding", (False, True))[0]
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    copied.file_meta = meta
-    return copied

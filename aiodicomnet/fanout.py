@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from .errors import DicomError, DicomTimeout
 from .nodes import Node
-from .query import as_identifier
+from .query import UNIQUE_KEYS, as_identifier
 
 if TYPE_CHECKING:
     from .client import Client, QueryLike
@@ -27,13 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["FindAll", "FindAllResult", "Found", "Merged", "NodeResult", "merge"]
 
 T = TypeVar("T")
-
-_UNIQUE_KEYS = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
 
 
 @dataclass(frozen=True)
@@ -85,7 +78,7 @@ def merge(found: Iterable[Found], level: str | None = None) -> list[Merged]:
     loose: list[Merged] = []
     for item in found:
         lvl = level or str(item.dataset.get("QueryRetrieveLevel", ""))
-        keyword = _UNIQUE_KEYS.get(lvl)
+        keyword = UNIQUE_KEYS.get(lvl)  # type: ignore[call-overload]
         key = str(item.dataset.get(keyword, "")) if keyword else ""
         if not key:
             loose.append(Merged("", item.dataset, [item.node]))
