@@ -35,7 +35,7 @@ from pynetdicom.presentation import PresentationContext
 
 from . import status as _status
 from ._bridge import Closed, Outbox, OwnerThread, outbox
-from ._tcp import RequestorAE, close_reactor_race
+from ._tcp import RequestorAE
 from .errors import (
     AssociationAborted,
     AssociationRejected,
@@ -409,7 +409,6 @@ class Association:
             evt_handlers=handlers,
         )
         if assoc.is_established:
-            close_reactor_race(assoc)
             self._assoc = assoc
             return
         self._join(assoc)
