@@ -256,6 +256,45 @@ class Workspace:
                 log(f"generated {n} CT slices in {time.perf_counter() - t0:.1f} s")
             return self._series[n]
 
+    def studies(
+        self, name: str, *, patients: int, studies: int, series: int, instances: int
+    ) -> Path:
+        """Small instances (16x16 CT) of ``patients`` x ``studies`` x ``series``
+        x ``instances``, as Part 10 files in ``data/name`` (cached).
+
+        Series of a study share its patient and study UIDs (``samples.make_series``);
+        patient IDs are ``{name}{p:02d}`` in upper case.
+        """
+        from aiodicomnet.samples import make_series, uid
+
+        with self._lock:
+            directory = self.root / "data" / name
+            if directory.is_dir():
+                return directory
+            t0 = time.perf_counter()
+            datasets = []
+            prefix = name.upper()[:8]
+            for p in range(patients):
+                for s in range(studies):
+                    study_uid = uid()
+                    for r in range(series):
+                        datasets += make_series(
+                            instances,
+                            patient_id=f"{prefix}{p:02d}",
+                            patient_name=f"{prefix.capitalize()}^Patient{p:02d}",
+                            study_uid=study_uid,
+                            study_date=f"2024{s % 12 + 1:02d}15",
+                            study_description=f"STUDY {s + 1}",
+                            accession=f"{prefix[:4]}{p:02d}{s:03d}",
+                            study_id=str(s + 1),
+                            series_number=r + 1,
+                            series_description=f"SERIES {r + 1}",
+                        )
+            write_files(directory, datasets)
+            log(f"generated {len(datasets)} small instances ({name}) in "
+                f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+            return directory
+
     def close(self) -> None:
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -508,6 +547,28 @@ def run_worker(
     return Worker(ws, name, **params).result(timeout)
 
 
+def start_archive(
+    ws: Workspace, name: str, files: Path, *, ae_title: str = "ARCHIVE"
+) -> tuple[Worker, int]:
+    """An aiodicomnet ``Archive`` (Q/R SCP) in a worker process of its own, holding
+    ``files``; its index and files in ``ws/name/archive``. Returns (worker, port).
+
+    Stop it with ``worker.stop()``.
+    """
+    port = free_port()
+    directory = ws.path(name, "archive", clean=True)
+    archive = Worker(
+        ws, "archive-serve", port=port, directory=str(directory), files=str(files),
+        ae_title=ae_title,
+    )  # fmt: skip
+    try:
+        archive.wait_ready(120)
+    except BaseException:
+        archive.stop()
+        raise
+    return archive, port
+
+
 class RssSampler:
     """Sample a process's resident set size in a thread; ``peak`` is the highest seen."""
 
@@ -540,7 +601,7 @@ class RssSampler:
 
     @property
     def growth(self) -> int:
-        return self.peak - self.baseline
+        return int(self.peak - self.baseline)
 
 
 @dataclass
@@ -556,12 +617,24 @@ class Settings:
     rss_slices: int
     retrieve_slices: int
     retrieve_rounds: int
+    #: C-ECHOs and C-FINDs per run of the pool benchmark
+    pool_ops: int = 100
+    #: rounds of the pool benchmark (its per-round ratios vary little; its runs are long)
+    pool_rounds: int = 3
+    #: studies (of 4 series) in the browse benchmark's archive
+    browse_studies: int = 50
 
     @classmethod
     def make(cls, quick: bool, rounds: int | None) -> Settings:
         if quick:
-            return cls(True, rounds or 2, 100, 100, 25, 100, 500, 50, rounds or 5)
-        return cls(False, rounds or 5, 500, 200, 200, 500, 2000, 50, rounds or 7)
+            return cls(
+                True, rounds or 2, 100, 100, 25, 100, 500, 50, rounds or 5,
+                pool_ops=30, pool_rounds=rounds or 2, browse_studies=20,
+            )  # fmt: skip
+        return cls(
+            False, rounds or 5, 500, 200, 200, 500, 2000, 50, rounds or 7,
+            pool_rounds=rounds or 3,
+        )  # fmt: skip
 
 
 Bench = Callable[[Workspace, Settings], Section]

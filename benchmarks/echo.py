@@ -44,7 +44,6 @@ NAMES = {
     "raw": "raw pynetdicom send_c_echo() (Nagle on)",
     "raw_nd": "raw pynetdicom send_c_echo() + TCP_NODELAY",
     "dcmtk": "DCMTK echoscu --repeat (whole process / N)",
-    "fixed": "aiodicomnet + reactor fix (prototype)",
 }
 
 
@@ -93,9 +92,7 @@ def run(ws: Workspace, s: Settings) -> Section:
             Contender(key("raw", OFF), lambda: worker("echo-raw", "nodelay", n)),
             Contender(key("raw_nd", OFF), lambda: worker("echo-raw", "nodelay", n, nodelay=True)),
             Contender(key("dcmtk", OFF), lambda: echoscu("nodelay", n)),
-            Contender(key("fixed", OFF), lambda: worker("echo-adn", "nodelay", n, fix=True)),
             Contender(key("adn", ON), lambda: worker("echo-adn", "nagle", nn)),
-            Contender(key("fixed", ON), lambda: worker("echo-adn", "nagle", nn, fix=True)),
             Contender(key("raw", ON), lambda: worker("echo-raw", "nagle", nn)),
         ]
         results = interleave(section, s.rounds, contenders)
@@ -132,20 +129,6 @@ def run(ws: Workspace, s: Settings) -> Section:
                 "",
                 None,
                 rounds=per_round,
-            )
-        )
-    for peer in (OFF, ON):
-        fixed = results[key("fixed", peer)]["median"]
-        raw = results[key("raw", peer)]["median"]
-        diffs = [(a - b) * 1e3 for a, b in zip(fixed, raw, strict=True)]
-        section.checks.append(
-            Check(
-                f"peer {peer}: aiodicomnet + reactor fix (prototype) - raw pynetdicom, medians",
-                median(diffs),
-                "",
-                None,
-                unit="ms",
-                rounds=diffs,
             )
         )
     ours = results[key("adn", OFF)]["median"]

@@ -33,6 +33,8 @@ BENCHMARKS = {
     "store": "benchmarks.store:run",
     "store-parallel": "benchmarks.store:run_parallel",
     "echo": "benchmarks.echo:run",
+    "pool": "benchmarks.pool:run",
+    "browse": "benchmarks.browse:run",
     "receive": "benchmarks.receive:run",
     "rss": "benchmarks.receive:run_rss",
     "retrieve": "benchmarks.retrieve:run",
@@ -116,7 +118,8 @@ def render(
     )
     add(f"- Files: {workspace}; everything on 127.0.0.1")
     add(
-        f"- Method: {settings.rounds} rounds (retrieve: {settings.retrieve_rounds}); in each "
+        f"- Method: {settings.rounds} rounds (retrieve: {settings.retrieve_rounds}, pool: "
+        f"{settings.pool_rounds}); in each "
         "round every contender runs once, in its own process, one at a time, the order "
         "rotating from round to round. A figure is the median over rounds; a ratio is "
         "the median of the per-round ratios."
@@ -177,8 +180,9 @@ def render(
             notes.insert(
                 0,
                 f"Runs redone: {sum(s.redone.values())}. Each lost a response to pynetdicom's "
-                'reactor race (its log: "Received unexpected C-... service message"; see '
-                "benchmarks/reactor_fix.py), waited for the DIMSE timeout and was run again.",
+                'reactor race (its log: "Received unexpected C-... service message"; '
+                "aiodicomnet locks the reactor out, see aiodicomnet/_tcp.py), waited for the "
+                "DIMSE timeout and was run again.",
             )
         for note in notes:
             add(f"- {note}")

@@ -81,10 +81,8 @@ def run(ws: Workspace, s: Settings) -> Section:
     raw0 = "raw pynetdicom, max_pdu=0 (as aiodicomnet)"
     raw_nd = "raw pynetdicom, max_pdu=0 + TCP_NODELAY"
     dcmtk = "DCMTK storescu (TCP_NODELAY=1)"
-    fixed = "aiodicomnet + reactor fix (prototype, see reactor_fix.py)"
     contenders = [
         Contender(adn, lambda: worker("store-adn")),
-        Contender(fixed, lambda: worker("store-adn", fix=True)),
         Contender(raw, lambda: worker("store-raw")),
         Contender(raw0, lambda: worker("store-raw", max_pdu=0)),
         Contender(raw_nd, lambda: worker("store-raw", max_pdu=0, nodelay=True)),
@@ -117,16 +115,6 @@ def run(ws: Workspace, s: Settings) -> Section:
     ratio_check(raw0, TARGET, "raw pynetdicom, max_pdu=0")
     ratio_check(raw_nd, TARGET, "raw pynetdicom, max_pdu=0 + TCP_NODELAY")
     ratio_check(dcmtk, None, "DCMTK storescu")
-    per_round = [a / b for a, b in zip(mbps[fixed], mbps[raw_nd], strict=True)]
-    section.checks.append(
-        Check(
-            "prototype reactor fix: aiodicomnet + fix / raw pynetdicom, max_pdu=0 + TCP_NODELAY",
-            median(per_round),
-            "",
-            None,
-            rounds=per_round,
-        )
-    )
     section.notes.append(
         "storescp's maximum PDU is its default, 16384 bytes, so every sender "
         "sends 16 KiB P-DATA PDUs whatever its own max_pdu; max_pdu only sets "

@@ -49,21 +49,12 @@ def _paths(directory: str) -> list[Path]:
 # ---------------------------------------------------------------------- C-STORE (SCU)
 
 
-def _maybe_fix(fix: bool) -> None:
-    """With ``fix``, use the prototype reactor fix (see benchmarks/reactor_fix.py)."""
-    if fix:
-        from benchmarks import reactor_fix
-
-        reactor_fix.install()
-
-
 @worker("store-adn")
 def store_adn(
-    host: str, port: int, called: str, files: str, fix: bool = False, associations: int = 1
+    host: str, port: int, called: str, files: str, associations: int = 1
 ) -> dict[str, Any]:
     import asyncio
 
-    _maybe_fix(fix)
     from aiodicomnet.client import Client
     from aiodicomnet.nodes import Node
     from aiodicomnet.timeouts import Timeouts
@@ -73,7 +64,7 @@ def store_adn(
 
     async def main() -> dict[str, Any]:
         async with Client("ADNSCU", timeouts=Timeouts(dimse=DIMSE_TIMEOUT)) as client:
-            kwargs = {"associations": associations} if associations != 1 else {}
+            kwargs: dict[str, Any] = {"associations": associations} if associations != 1 else {}
             t0 = time.perf_counter()
             result = await client.store(node, paths, **kwargs)
             seconds = time.perf_counter() - t0
@@ -146,7 +137,6 @@ def echo_adn(
     n: int,
     warmup: int = 5,
     dimse_timeout: float = 1.0,
-    fix: bool = False,
 ) -> dict[str, Any]:
     """``await Association.echo()`` on one open association, timed on the event loop.
 
@@ -162,7 +152,6 @@ def echo_adn(
     from aiodicomnet.nodes import Node
     from aiodicomnet.timeouts import Timeouts
 
-    _maybe_fix(fix)
     lost = 0
 
     async def open_() -> Association:
@@ -349,7 +338,8 @@ def recv_raw(
         while ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.01)  # let the sender release before shutting down
     finally:
-        server.shutdown()
+        if server is not None:
+            server.shutdown()
     return {
         "received": state["count"],
         "seconds": state["last"] - state["first"],
@@ -485,10 +475,307 @@ def retrieve_raw(
         assoc.release()
         seconds = time.perf_counter() - t0
     finally:
-        server.shutdown()
+        if server is not None:
+            server.shutdown()
     if final is None or final.get("Status") != 0:
         raise RuntimeError(f"C-MOVE ended with {final}")
     return {"seconds": seconds, "received": received[0]}
+
+
+# ---------------------------------------------------------------------- Archive (Q/R SCP)
+
+
+@worker("archive-serve")
+def archive_serve(
+    port: int, directory: str, files: str, ae_title: str = "ARCHIVE"
+) -> dict[str, Any]:
+    """An embedded ``Archive`` holding the files under ``files``; serves until stopped."""
+    import anyio
+
+    from aiodicomnet.archive import Archive
+
+    async def main() -> dict[str, Any]:
+        async with Archive(ae_title, directory, port=port) as archive:
+            imported = await archive.add(Path(files))
+            print(f"archive holds {len(imported)} instances", file=sys.stderr, flush=True)
+            ready()
+            await anyio.sleep_forever()
+        return {}
+
+    return anyio.run(main)
+
+
+# ---------------------------------------------------------------------- pooling
+
+
+def _find_identifier(keys: dict[str, str]) -> Any:
+    """A STUDY-level C-FIND identifier: ``keys`` (keyword -> value, "" to return)."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+@worker("pool-adn")
+def pool_adn(
+    host: str,
+    port: int,
+    called: str,
+    n: int,
+    keys: dict[str, str],
+    expect: int,
+    pool: bool,
+    dimse_timeout: float = DIMSE_TIMEOUT,
+) -> dict[str, Any]:
+    """``n`` x ``await client.echo(node)``, then ``n`` x ``await client.find(node, q)``.
+
+    Each phase uses a new ``Client`` (``pool=PoolConfig()`` or the default, no
+    reuse), so each starts with no association; timed from the first call to
+    the end of the ``async with Client`` block (idle associations released).
+    """
+    import asyncio
+
+    from aiodicomnet.client import Client
+    from aiodicomnet.nodes import Node
+    from aiodicomnet.pool import PoolConfig
+    from aiodicomnet.timeouts import Timeouts
+
+    node = Node(called, host, port)
+    identifier = _find_identifier(keys)
+
+    def client() -> Client:
+        return Client(
+            "ADNSCU",
+            timeouts=Timeouts(dimse=dimse_timeout),
+            pool=PoolConfig() if pool else None,
+        )
+
+    async def main() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        async with client() as c:
+            for _ in range(n):
+                await c.echo(node)
+        echo = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        async with client() as c:
+            for _ in range(n):
+                found = await c.find(node, identifier)
+                if len(found) != expect:
+                    raise RuntimeError(f"C-FIND found {len(found)}, expected {expect}")
+        find = time.perf_counter() - t0
+        return {"echo": echo / n, "find": find / n, "lost": 0}
+
+    return asyncio.run(main())
+
+
+@worker("pool-raw")
+def pool_raw(
+    host: str,
+    port: int,
+    called: str,
+    n: int,
+    keys: dict[str, str],
+    expect: int,
+    reuse: bool = False,
+    dimse_timeout: float = DIMSE_TIMEOUT,
+) -> dict[str, Any]:
+    """Raw pynetdicom: ``AE.associate`` / ``send_c_echo`` (``send_c_find``) / ``release``
+    for each operation, as its examples do; with ``reuse``, one association for all.
+
+    A response lost to pynetdicom's reactor race (the association is then
+    aborted after the DIMSE timeout) is counted in ``lost``, its time left
+    out, and the operation done again.
+    """
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelFind,
+        Verification,
+    )
+
+    identifier = _find_identifier(keys)
+    ae = AE(ae_title="RAWSCU")
+    ae.dimse_timeout = dimse_timeout
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    lost = 0
+    shared: list[Any] = []
+
+    def associate() -> Any:
+        if reuse and shared and shared[0].is_established:
+            return shared[0]
+        assoc = ae.associate(host, port, ae_title=called)
+        if not assoc.is_established:
+            raise RuntimeError("association not established")
+        if reuse:
+            shared[:] = [assoc]
+        return assoc
+
+    def done(assoc: Any) -> None:
+        if not reuse:
+            assoc.release()
+
+    def echo() -> bool:
+        assoc = associate()
+        status = assoc.send_c_echo()
+        if not status or "Status" not in status:
+            return False
+        if status.Status != 0:
+            raise RuntimeError(f"C-ECHO failed: {status}")
+        done(assoc)
+        return True
+
+    def find() -> bool:
+        assoc = associate()
+        matches = 0
+        final = None
+        for status, found in assoc.send_c_find(
+            identifier, StudyRootQueryRetrieveInformationModelFind
+        ):
+            if not status or "Status" not in status:
+                return False
+            if status.Status in (0xFF00, 0xFF01):
+                matches += 1 if found is not None else 0
+            else:
+                final = status.Status
+        if final != 0 or matches != expect:
+            raise RuntimeError(f"C-FIND ended with {final}, {matches} of {expect} matches")
+        done(assoc)
+        return True
+
+    def phase(op: Callable[[], bool]) -> float:
+        nonlocal lost
+        seconds = 0.0
+        timed = 0
+        while timed < n:
+            t0 = time.perf_counter()
+            ok = op()
+            elapsed = time.perf_counter() - t0
+            if not ok:
+                lost += 1
+                print("lost response", file=sys.stderr, flush=True)
+                if lost > 10:
+                    raise RuntimeError("too many lost responses")
+                continue
+            seconds += elapsed
+            timed += 1
+        if reuse and shared:
+            t0 = time.perf_counter()
+            shared.pop().release()
+            seconds += time.perf_counter() - t0
+        return seconds / n
+
+    return {"echo": phase(echo), "find": phase(find), "lost": lost}
+
+
+# ---------------------------------------------------------------------- browse
+
+
+@worker("browse-adn")
+def browse_adn(
+    host: str, port: int, called: str, how: str, pool: bool, max_per_node: int = 4
+) -> dict[str, Any]:
+    """``client.browse(node, Query.study())`` or the same tree walked one C-FIND at a time.
+
+    ``how`` is ``"browse"`` or ``"walk"``. The result is a digest of the tree
+    (patients, studies, series and the counts), to check that both agree.
+    """
+    import asyncio
+    import hashlib
+
+    from aiodicomnet.browse import (
+        _STUDY_KEYS,
+        BrowseTree,
+        PatientEntry,
+        SeriesEntry,
+        StudyEntry,
+        _int,
+    )
+    from aiodicomnet.client import Client
+    from aiodicomnet.nodes import Node
+    from aiodicomnet.pool import PoolConfig
+    from aiodicomnet.query import Query
+    from aiodicomnet.timeouts import Timeouts
+
+    node = Node(called, host, port)
+    query = Query.study()
+
+    async def walk(client: Client) -> BrowseTree:
+        """What browse() computes, one C-FIND after the other."""
+        tree = BrowseTree()
+        by_patient: dict[str, PatientEntry] = {}
+        for ds in await client.find(node, query.returning(*_STUDY_KEYS)):
+            pid = str(ds.get("PatientID", ""))
+            entry = by_patient.get(pid)
+            if entry is None:
+                entry = by_patient[pid] = PatientEntry(pid, str(ds.get("PatientName", "")))
+                tree.patients.append(entry)
+            entry.studies.append(StudyEntry(ds))
+        for study in tree.studies():
+            found = await client.find(node, Query.series(StudyInstanceUID=study.uid))
+            study.series = [
+                SeriesEntry(ds, _int(ds, "NumberOfSeriesRelatedInstances")) for ds in found
+            ]
+            for series in study.series:
+                if series.instances is None:
+                    images = await client.find(
+                        node,
+                        Query.image(
+                            StudyInstanceUID=study.uid,
+                            SeriesInstanceUID=series.uid,
+                            defaults=False,
+                        ).returning("SOPInstanceUID"),
+                    )
+                    series.instances = len(images)
+        return tree
+
+    def digest(tree: BrowseTree) -> tuple[str, int, int, int]:
+        rows = sorted(
+            (
+                p.patient_id,
+                p.patient_name,
+                s.uid,
+                s.series_count,
+                s.instance_count,
+                sorted((e.uid, e.instances) for e in s.series),
+            )
+            for p in tree.patients
+            for s in p.studies
+        )
+        text = json.dumps(rows)
+        studies = len(rows)
+        series = sum(len(r[5]) for r in rows)
+        instances = sum(r[4] or 0 for r in rows)
+        return hashlib.sha256(text.encode()).hexdigest(), studies, series, instances
+
+    finds = 0
+
+    class CountingClient(Client):
+        def find(self, *args: Any, **kwargs: Any) -> Any:
+            nonlocal finds
+            finds += 1
+            return super().find(*args, **kwargs)
+
+    async def main() -> dict[str, Any]:
+        config = PoolConfig(reuse=pool, max_per_node=max_per_node)
+        t0 = time.perf_counter()
+        timeouts = Timeouts(dimse=DIMSE_TIMEOUT)
+        async with CountingClient("ADNSCU", timeouts=timeouts, pool=config) as c:
+            tree = await (c.browse(node, query) if how == "browse" else walk(c))
+        seconds = time.perf_counter() - t0
+        sha, studies, series, instances = digest(tree)
+        return {
+            "seconds": seconds,
+            "digest": sha,
+            "studies": studies,
+            "series": series,
+            "instances": instances,
+            "finds": finds,
+        }
+
+    return asyncio.run(main())
 
 
 def main(argv: list[str]) -> int:
