@@ -16,10 +16,11 @@ reaches the loop through ``anyio.from_thread`` with the loop's token.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -31,6 +32,7 @@ T = TypeVar("T")
 __all__ = ["Call", "Closed", "Outbox", "OwnerThread", "outbox"]
 
 _STOP = object()
+_MANY = 1 << 20  # releases that wake every thread blocked on a full Outbox
 _WAKE = object()
 
 
@@ -160,15 +162,35 @@ class Call(Generic[T]):
         raise value
 
 
-class Outbox(Generic[T]):
-    """The owner thread's end of a bounded stream to the event loop."""
+def _soon(token: Any) -> Callable[[Callable[[], None]], None]:
+    """Schedule a callback on the token's event loop without waiting for it."""
+    native = token.native_token
+    for name in ("call_soon_threadsafe", "run_sync_soon"):  # asyncio, trio
+        schedule = getattr(native, name, None)
+        if schedule is not None:
+            return cast(Callable[[Callable[[], None]], None], schedule)
+    return lambda fn: anyio.from_thread.run_sync(fn, token=token)
 
-    def __init__(self, send: MemoryObjectSendStream[T], token: Any) -> None:
+
+class Outbox(Generic[T]):
+    """A thread's end of a bounded stream to the event loop.
+
+    A semaphore counts the free places of the stream, so the thread blocks
+    (backpressure) only when it is full; otherwise :meth:`put` hands the item
+    to the loop without waiting for it (``confirm=True`` waits, for items
+    whose delivery must be certain before the thread goes on, such as an
+    instance about to be acknowledged).  The loop side calls :meth:`taken`
+    for each item it receives and :meth:`abandon` when it stops reading.
+    """
+
+    def __init__(self, send: MemoryObjectSendStream[T], token: Any, capacity: int) -> None:
         self._send = send
         self._token = token
+        self._soon = _soon(token)
+        self._slots = threading.Semaphore(capacity)
         self.closed = False
 
-    def put(self, item: T) -> None:
+    def put(self, item: T, *, confirm: bool = False) -> None:
         """Deliver ``item`` to the loop, blocking while the stream is full.
 
         Raises:
@@ -176,19 +198,40 @@ class Outbox(Generic[T]):
         """
         if self.closed:
             raise Closed
+        self._slots.acquire()
+        if self.closed:
+            raise Closed
         try:
-            anyio.from_thread.run(self._send.send, item, token=self._token)
+            if confirm:
+                anyio.from_thread.run_sync(self._send.send_nowait, item, token=self._token)
+            else:
+                self._soon(functools.partial(self._deliver, item))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError) as exc:
-            self.closed = True
+            self.abandon()
             raise Closed from exc
 
+    def _deliver(self, item: T) -> None:  # on the loop
+        try:
+            self._send.send_nowait(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.abandon()
+
+    def taken(self) -> None:
+        """On the loop: one item was received, its place is free again."""
+        self._slots.release()
+
+    def abandon(self) -> None:
+        """The receiver has stopped reading: fail every present and future :meth:`put`."""
+        self.closed = True
+        self._slots.release(_MANY)
+
     def close(self) -> None:
-        """Close the sending side (the loop's iterator then ends)."""
+        """Close the sending side, after the items already handed over."""
         if self.closed:
             return
         self.closed = True
         with contextlib.suppress(RuntimeError):
-            anyio.from_thread.run_sync(self._send.close, token=self._token)
+            self._soon(self._send.close)
 
 
 def outbox(max_buffer: int) -> tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]:
@@ -197,4 +240,4 @@ def outbox(max_buffer: int) -> tuple[Outbox[Any], MemoryObjectReceiveStream[Any]
     Must be called on the event loop.
     """
     send, receive = anyio.create_memory_object_stream[Any](max_buffer)
-    return Outbox(send, anyio.lowlevel.current_token()), receive
+    return Outbox(send, anyio.lowlevel.current_token(), max_buffer), receive

@@ -224,7 +224,8 @@ class Association:
         try:
             await self._owner.run(self._open_in_thread, on_cancel=self._abort_now)
         except BaseException:
-            await self._shutdown_thread()
+            # Cancelled just as the association came up: abort it, don't leak it.
+            await self._finish(self._abort_in_thread)
             raise
 
     async def release(self) -> None:
@@ -351,10 +352,12 @@ class Association:
         try:
             with receive:
                 async for item in receive:
+                    box.taken()
                     yield item
             await call.wait()
             completed = True
         finally:
+            box.abandon()
             if not completed and not call.done:
                 with anyio.CancelScope(shield=True):
                     receive.close()
@@ -412,7 +415,13 @@ class Association:
             self._assoc = assoc
             return
         self._join(assoc)
-        raise self._why_not_established(assoc)
+        error = self._why_not_established(assoc)
+        # pynetdicom can leave the socket open when negotiation ends in an abort
+        # (its shutdown skips close() if the socket was not yet connected then).
+        raw = getattr(getattr(self._ae, "last_socket", None), "_raw", None)
+        if raw is not None:
+            raw.close()
+        raise error
 
     def _on_c_store(self, event: evt.Event) -> Any:
         handler = self.store_handler
@@ -514,6 +523,13 @@ class Association:
         if assoc is None:
             return
         negotiating = not assoc.is_established
+        sock = getattr(self._ae, "last_socket", None)
+        if negotiating and sock is not None and not sock._is_connected:
+            # Not connected yet: pynetdicom's requesting thread waits for the
+            # transport with no timeout of its own. Let it see "not connected":
+            # it then aborts and cleans up by itself.
+            sock._ready.set()
+            return
         assoc.abort()
         # A thread waiting for a DIMSE response would otherwise sit out the
         # DIMSE timeout: hand it the "no message" pynetdicom uses for aborts.
@@ -676,9 +692,9 @@ class Association:
     def _store_in_thread(self, box: Outbox[InstanceOutcome], items: list[StoreItem]) -> None:
         try:
             for index, item in enumerate(items):
-                outcome = self._store_one(item)
+                outcome, lost = self._store_one(item)
                 box.put(outcome)
-                if outcome.status is None and not self.is_established:
+                if lost:
                     # The association is gone: report the rest as not sent, then raise.
                     for rest in items[index + 1 :]:
                         box.put(self._not_sent(rest, "association lost"))
@@ -703,27 +719,29 @@ class Association:
             error=error,
         )
 
-    def _store_one(self, item: StoreItem) -> InstanceOutcome:
+    def _store_one(self, item: StoreItem) -> tuple[InstanceOutcome, bool]:
+        """Send one instance: its outcome, and whether the association is now lost."""
         ds: Dataset | None = None
         try:
             ds = dcmread(item) if isinstance(item, Path) else item
         except Exception as exc:
-            return self._not_sent(item, f"unreadable DICOM file: {exc}")
+            return self._not_sent(item, f"unreadable DICOM file: {exc}"), False
         if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-            return self._not_sent(item, "dataset has no SOP Class/Instance UID", ds)
+            return self._not_sent(item, "dataset has no SOP Class/Instance UID", ds), False
         assoc = self._assoc
         if assoc is None or not assoc.is_established:
-            return self._not_sent(item, "association lost", ds)
+            return self._not_sent(item, "association lost", ds), True
         try:
             self._request_sent()
             rsp = assoc.send_c_store(ds, msg_id=self._next_id())
         except (ValueError, AttributeError) as exc:
-            return self._not_sent(item, str(exc), ds)
-        if "Status" not in rsp:
-            return self._not_sent(item, str(self._no_response("C-STORE")), ds)
-        return InstanceOutcome(
+            return self._not_sent(item, str(exc), ds), False
+        if "Status" not in rsp:  # no response: pynetdicom has aborted, or the peer did
+            return self._not_sent(item, str(self._no_response("C-STORE")), ds), True
+        outcome = InstanceOutcome(
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             status=int(rsp.Status),
             source=item if isinstance(item, Path) else None,
         )
+        return outcome, False

@@ -15,6 +15,7 @@ For deterministic clean-up when breaking out of a loop early, prefer::
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import (
     AsyncGenerator,
@@ -40,6 +41,7 @@ from .browse import BrowseTree, browse
 from .errors import (
     AssociationAborted,
     AssociationError,
+    DicomTimeout,
     IncompleteRetrieve,
     NegotiationError,
     QueryError,
@@ -322,12 +324,12 @@ class Client:
         if on_progress is not None:
             for outcome in outcomes:
                 on_progress(outcome)
-        errors: list[AssociationError] = []
+        errors: list[AssociationError | DicomTimeout] = []
 
         async def send(group: list[PresentationContext], batch: list[StoreItem]) -> None:
             try:
                 await self._store_batch(node, group, batch, result, on_progress)
-            except AssociationError as exc:
+            except (AssociationError, DicomTimeout) as exc:
                 errors.append(exc)
 
         for group in _cx.store_context_groups(plan.keys()):
@@ -341,7 +343,7 @@ class Client:
                 for i in range(n):
                     tg.start_soon(send, group, batch[i * size : (i + 1) * size])
         if errors:
-            errors[0].partial = result  # type: ignore[attr-defined]
+            errors[0].partial = result
             raise errors[0]
         return result
 
@@ -361,26 +363,30 @@ class Client:
         """
         for fresh in (False, True):
             unsent: list[InstanceOutcome] = []
-            sent_any = False
+            sent_any = retry = False
             async with self._associate(node, group, fresh=fresh) as assoc:
                 try:
                     async with aclosing(assoc.store(batch)) as outcomes:
                         async for outcome in outcomes:
-                            if outcome.status is None and outcome.error == "association lost":
+                            if outcome.status is None:  # reported when the batch ends
                                 unsent.append(outcome)
                                 continue
                             sent_any = True
                             result.outcomes.append(outcome)
                             if on_progress is not None:
                                 on_progress(outcome)
-                    return
                 except AssociationAborted:
-                    if sent_any or fresh or not assoc.reused:
+                    retry = not (sent_any or fresh or not assoc.reused)
+                    if not retry:
+                        raise
+                finally:
+                    if not retry:
                         result.outcomes.extend(unsent)
                         if on_progress is not None:
                             for outcome in unsent:
                                 on_progress(outcome)
-                        raise
+            if not retry:
+                return
             log.info("%s: pooled association was closed by the peer; reconnecting", node)
 
     # ------------------------------------------------------------------ C-MOVE
@@ -473,7 +479,10 @@ class Client:
         msg_id = next_message_id()
         match = _move_matcher(self.ae_title, msg_id, node, identifier)
         box, receive = outbox(self.buffer)
-        subscription = server._subscribe(match, deliver=box.put)
+        subscription = server._subscribe(
+            match,
+            deliver=functools.partial(box.put, confirm=True),  # before the C-STORE-RSP
+        )
         final: Progress | None = None
         received = 0
         try:
@@ -553,7 +562,7 @@ class Client:
             try:
                 if box is None:
                     raise Closed
-                box.put(instance)
+                box.put(instance, confirm=True)  # delivered before it is acknowledged
             except Closed:
                 assoc._send_cancel(assoc.message_id, uid)
                 raise DeliveryRefused("the C-GET consumer has stopped reading") from None

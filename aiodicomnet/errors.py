@@ -27,7 +27,7 @@ meaning.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .nodes import Node
@@ -55,7 +55,12 @@ class DicomError(Exception):
 
     Attributes:
         node: the remote node involved, when there is one.
+        partial: what was done before the error, when the operation can say
+            (for ``Client.store``, the :class:`~aiodicomnet.StoreResult` with
+            every instance: stored, refused, or not sent).
     """
+
+    partial: Any = None
 
     def __init__(self, message: str, *, node: Node | None = None) -> None:
         super().__init__(message)

@@ -684,7 +684,13 @@ class StorageServer:
             )
         for assoc in remaining:
             try:
-                assoc.abort()
+                if assoc.is_established:
+                    assoc.abort()
+                else:
+                    # Still waiting for the A-ASSOCIATE-RQ (a peer that connected
+                    # and went quiet): pynetdicom cannot abort from that state;
+                    # wake the wait as its ACSE timeout would.
+                    assoc.dul.to_user_queue.put(None)
             except Exception:  # pragma: no cover - defensive
                 LOGGER.exception("aborting an association failed")
         for assoc in remaining:

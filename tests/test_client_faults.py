@@ -338,7 +338,7 @@ async def test_store_outcomes_and_abort(peer: ScriptedSCP, no_leaks: Any) -> Non
     async with Client("TESTSCU", timeouts=FAST) as client:
         with pytest.raises(adn.AssociationAborted) as info:
             await client.store(node_of(peer), series)
-    partial = info.value.partial  # type: ignore[attr-defined]
+    partial = info.value.partial
     assert [o.sop_instance_uid for o in partial.outcomes] == [ds.SOPInstanceUID for ds in series]
     statuses = [o.status for o in partial.outcomes]
     assert statuses[0] == 0 and statuses[1] == 0xA700 and statuses[2] == 0
@@ -384,3 +384,13 @@ async def test_move_progress_and_unknown_destination(peer: ScriptedSCP, no_leaks
             await client.move(node_of(peer), query, "UNKNOWN")
     assert info.value.status == 0xA801
     assert "destination unknown" in info.value.meaning.lower()
+
+
+async def test_cancel_at_any_moment_of_association_setup(peer: ScriptedSCP, no_leaks: Any) -> None:
+    """Cancelled before the socket exists, while connecting, while negotiating, just after:
+    never a hang, never a socket or thread left behind (bounded loop of 16 tries)."""
+    async with Client("TESTSCU", timeouts=FAST) as client:
+        for delay in [0.0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.008, 0.02] * 2:
+            with anyio.fail_after(10), anyio.move_on_after(delay):
+                await client.echo(node_of(peer))
+        assert await client.echo(node_of(peer)) > 0

@@ -219,7 +219,7 @@ async def test_parallel_store_with_one_association_lost(peer: ScriptedSCP, no_le
     async with Client("PARALLEL", timeouts=FAST) as client:
         with pytest.raises(adn.AssociationAborted) as info:
             await client.store(node_of(peer), series, associations=3)
-    partial = info.value.partial  # type: ignore[attr-defined]
+    partial = info.value.partial
     assert len(partial) == 30
     assert {o.sop_instance_uid for o in partial.outcomes} == {ds.SOPInstanceUID for ds in series}
     assert 0 < len(partial.failed) < 30

@@ -131,6 +131,10 @@ class ScriptedSCP:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.maximum_associations = 20
+        # A requestor cancelled between its TCP connect and its A-ASSOCIATE-RQ
+        # leaves pynetdicom's acceptor thread waiting for the RQ until this
+        # timeout (it does not notice the closed connection in Sta2).
+        ae.acse_timeout = 2
         server = ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=self._handlers()
         )
