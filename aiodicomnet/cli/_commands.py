@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from ..archive import Archive
 from ..client import Client
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, NodeEntry
 from ..errors import DicomError, IncompleteRetrieve
 from ..nodes import Node
 from ..query import LEVELS, UNIQUE_KEYS, Query, Single, UIDList
@@ -517,21 +517,24 @@ async def cmd_serve(ctx: Context) -> int:
 # -- nodes ------------------------------------------------------------------------------
 
 
+def _node_record(entry: NodeEntry) -> dict[str, object]:
+    """A configured node as a JSON record."""
+    return {
+        "name": entry.name,
+        "ae_title": entry.ae_title,
+        "host": entry.host,
+        "port": entry.port,
+        "description": entry.description,
+    }
+
+
 async def cmd_nodes(ctx: Context) -> int:
     action: str = ctx.args.action
     config, out = ctx.config, ctx.output
     if action == "list":
         entries = [config.nodes[name] for name in sorted(config.nodes)]
         for entry in entries:
-            out.emit(
-                {
-                    "name": entry.name,
-                    "ae_title": entry.ae_title,
-                    "host": entry.host,
-                    "port": entry.port,
-                    "description": entry.description,
-                }
-            )
+            out.emit(_node_record(entry))
         local = config.local
         out.table(
             f"{plural(len(entries), 'node')} in {config.path}",
@@ -552,16 +555,7 @@ async def cmd_nodes(ctx: Context) -> int:
         )
         path = config.save()
         out.line(f"added {entry.name}: {entry.address} to {path}")
-        out.emit(
-            {
-                "name": entry.name,
-                "ae_title": entry.ae_title,
-                "host": entry.host,
-                "port": entry.port,
-                "description": entry.description,
-                "path": str(path),
-            }
-        )
+        out.emit({**_node_record(entry), "path": str(path)})
         return 0
     if action == "remove":
         entry = config.remove_node(ctx.args.name)
