@@ -32,7 +32,6 @@ T = TypeVar("T")
 __all__ = ["Call", "Closed", "Outbox", "OwnerThread", "outbox"]
 
 _STOP = object()
-_MANY = 1 << 20  # releases that wake every thread blocked on a full Outbox
 _WAKE = object()
 
 
@@ -200,6 +199,7 @@ class Outbox(Generic[T]):
             raise Closed
         self._slots.acquire()
         if self.closed:
+            self._slots.release()  # wake the next thread waiting here, if any
             raise Closed
         try:
             if confirm:
@@ -221,9 +221,12 @@ class Outbox(Generic[T]):
         self._slots.release()
 
     def abandon(self) -> None:
-        """The receiver has stopped reading: fail every present and future :meth:`put`."""
+        """The receiver has stopped reading: fail every present and future :meth:`put`.
+
+        One release wakes one waiting thread, which passes it on (see :meth:`put`).
+        """
         self.closed = True
-        self._slots.release(_MANY)
+        self._slots.release()
 
     def close(self) -> None:
         """Close the sending side, after the items already handed over."""
