@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -48,6 +49,7 @@ async def ticker() -> AsyncIterator[Ticker]:
 
 
 async def measure(work: Callable[[], Awaitable[Any]]) -> tuple[Any, Ticker]:
+    gc.collect()  # garbage left by earlier tests is not this measurement's business
     async with ticker() as t:
         result = await work()
     return result, t
