@@ -75,7 +75,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from ._tcp import CONN_OPEN_HANDLER
+from ._tcp import CONN_OPEN_HANDLER, RequestorAE
 from .nodes import Node, validate_ae_title
 from .storage import (
     CallbackStorage,
@@ -560,7 +560,10 @@ class StorageServer:
     # -- start and stop --------------------------------------------------------------
 
     def _make_ae(self) -> AE:
-        ae = AE(self.ae_title)
+        # A RequestorAE: associations this AE *requests* (an Archive's C-MOVE
+        # sub-associations) get the same TCP tuning and reactor lock as the
+        # client's; accepted associations are not affected.
+        ae = RequestorAE(self.ae_title)
         ae.maximum_associations = self.max_associations
         ae.maximum_pdu_size = self.max_pdu
         ae.acse_timeout = self.timeouts.acse
