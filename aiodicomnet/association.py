@@ -49,6 +49,7 @@ from .errors import (
 )
 from .nodes import Node
 from .results import InstanceOutcome, Progress
+from .storage import DeliveryRefused
 from .timeouts import Timeouts
 
 __all__ = ["Association", "StoreItem", "next_message_id"]
@@ -159,6 +160,8 @@ class Association:
         self._owner: OwnerThread | None = None
         self._cancel_lock = threading.Lock()
         self._cancelled: set[int] = set()
+        self._get_box: Outbox[Any] | None = None  # the C-GET in progress
+        self._get_request: tuple[int, str] | None = None  # its (message ID, model)
         self._abort_requested = False
         self._dimse_timed_out = False
         self._open_started = time.monotonic()
@@ -305,19 +308,29 @@ class Association:
         """Send C-GET; yield progress, interleaved with what :attr:`store_handler` delivers.
 
         The store handler runs in the owner thread for each C-STORE
-        sub-operation; it may push items into :attr:`get_outbox`.
+        sub-operation and hands received instances over with :meth:`deliver`.
         """
         msg_id = self._next_id()
-        self.message_id = msg_id
         async for item in self._stream(
             self._get_in_thread, identifier, model, msg_id, cancel=(msg_id, model)
         ):
             yield item
 
-    #: The outbox of the C-GET in progress (for the store handler).
-    get_outbox: Outbox[Any] | None = None
-    #: The Message ID of the last C-GET request.
-    message_id: int = 0
+    def deliver(self, item: Any) -> None:
+        """In a C-GET's store handler: hand ``item`` to the loop before acknowledging it.
+
+        Raises:
+            DeliveryRefused: nobody reads the C-GET any more (C-CANCEL is sent).
+        """
+        box, request = self._get_box, self._get_request
+        try:
+            if box is None:
+                raise Closed
+            box.put(item, confirm=True)
+        except Closed:
+            if request is not None:
+                self._send_cancel(*request)
+            raise DeliveryRefused("the C-GET consumer has stopped reading") from None
 
     # ------------------------------------------------------------------ loop side
 
@@ -677,7 +690,7 @@ class Association:
     def _get_in_thread(
         self, box: Outbox[Any], identifier: Dataset, model: str, msg_id: int
     ) -> None:
-        self.get_outbox = box
+        self._get_box, self._get_request = box, (msg_id, model)
         try:
             assoc = self._established()
             responses = self._request("C-GET", assoc.send_c_get, identifier, model, msg_id=msg_id)
@@ -687,7 +700,7 @@ class Association:
         try:
             self._retrieve_responses(box, responses, "C-GET", msg_id, model)
         finally:
-            self.get_outbox = None
+            self._get_box = self._get_request = None
 
     def _store_in_thread(self, box: Outbox[InstanceOutcome], items: list[StoreItem]) -> None:
         try:

@@ -31,11 +31,10 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from pydicom.dataset import Dataset
-from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext
 
 from . import contexts as _cx
-from ._bridge import Closed, outbox
+from ._bridge import outbox
 from .association import Association, StoreItem, next_message_id
 from .browse import BrowseTree, browse
 from .errors import (
@@ -54,7 +53,7 @@ from .pool import NO_REUSE, Pool, PoolConfig
 from .query import LEVELS, UNIQUE_KEYS, Query, as_identifier, sop_class
 from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
-from .storage import DeliveryRefused, MemoryStorage, ReceivedInstance, Storage, handle_store
+from .storage import MemoryStorage, ReceivedInstance, Storage, handle_store
 from .store_plan import StoreSource, flatten, plan_store
 from .timeouts import Timeouts
 
@@ -553,26 +552,12 @@ class Client:
             classes = await self._discover_sop_classes(node, identifier, model)
         uid = sop_class(model, "get")
         contexts, roles = _cx.get_contexts(uid, classes)
-        holder: list[Association] = []
         storage = storage.bind(anyio.lowlevel.current_token())
 
-        def deliver(instance: ReceivedInstance) -> None:
-            assoc = holder[0]
-            box = assoc.get_outbox
-            try:
-                if box is None:
-                    raise Closed
-                box.put(instance, confirm=True)  # delivered before it is acknowledged
-            except Closed:
-                assoc._send_cancel(assoc.message_id, uid)
-                raise DeliveryRefused("the C-GET consumer has stopped reading") from None
-
-        def on_store(event: evt.Event) -> Dataset:
-            return handle_store(event, storage, deliver, logger=log)
-
         def start(assoc: Association) -> AsyncGenerator[Any, None]:
-            holder[:] = [assoc]
-            assoc.store_handler = on_store
+            assoc.store_handler = lambda event: handle_store(
+                event, storage, assoc.deliver, logger=log
+            )
             return assoc.get(identifier, uid)
 
         async with aclosing(self._stream(node, contexts, start, roles=roles)) as items:

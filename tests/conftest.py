@@ -14,6 +14,7 @@ import pytest
 pytest_plugins = [
     "tests.peers.orthanc",
     "tests.peers.dcmtk",
+    "tests.peers.inprocess",
 ]
 
 

@@ -12,43 +12,20 @@ from typing import Any
 
 import anyio
 import pytest
-from pydicom.dataset import Dataset
 
 import aiodicomnet as adn
 from aiodicomnet.client import Client
 from aiodicomnet.query import Query
 from tests.data import make_series
-from tests.peers.inprocess import ScriptedSCP, SilentServer, closed_port, wait_cancelled
+from tests.peers.inprocess import (
+    ScriptedSCP,
+    SilentServer,
+    closed_port,
+    study_identifiers,
+    wait_cancelled,
+)
 
 FAST = adn.Timeouts(connect=2, acse=2, dimse=2, network=10, cancel=1)
-
-
-@pytest.fixture(scope="module")
-def scp() -> Iterator[ScriptedSCP]:
-    peer = ScriptedSCP()
-    with peer.running():
-        yield peer
-
-
-@pytest.fixture
-def peer(scp: ScriptedSCP) -> Iterator[ScriptedSCP]:
-    scp.reset()
-    yield scp
-    scp.reset()
-
-
-def node_of(peer: ScriptedSCP) -> adn.Node:
-    return adn.Node(peer.ae_title, "127.0.0.1", peer.port)
-
-
-def identifiers(n: int) -> list[Dataset]:
-    out = []
-    for i in range(n):
-        ds = Dataset()
-        ds.QueryRetrieveLevel = "STUDY"
-        ds.StudyInstanceUID = f"1.2.3.{i}"
-        out.append(ds)
-    return out
 
 
 # ---------------------------------------------------------------------- association set-up
@@ -119,7 +96,7 @@ async def test_no_accepted_context(peer: ScriptedSCP, no_leaks: Any) -> None:
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     async with Client("TESTSCU", timeouts=FAST) as client:
         with pytest.raises(adn.NegotiationError, match="no presentation context"):
-            await client.store(node_of(peer), ds)
+            await client.store(peer.node, ds)
 
 
 # ---------------------------------------------------------------------- C-ECHO / DIMSE
@@ -127,7 +104,7 @@ async def test_no_accepted_context(peer: ScriptedSCP, no_leaks: Any) -> None:
 
 async def test_echo_round_trip(peer: ScriptedSCP, no_leaks: Any) -> None:
     async with Client("TESTSCU", timeouts=FAST) as client:
-        rtt = await client.echo(node_of(peer))
+        rtt = await client.echo(peer.node)
     assert 0 < rtt < FAST.dimse
     assert peer.released.is_set()
 
@@ -136,7 +113,7 @@ async def test_echo_failure_status(peer: ScriptedSCP, no_leaks: Any) -> None:
     peer.on_echo = lambda event: 0x0211  # Unrecognized operation
     async with Client("TESTSCU", timeouts=FAST) as client:
         with pytest.raises(adn.StatusError) as info:
-            await client.echo(node_of(peer))
+            await client.echo(peer.node)
     assert info.value.status == 0x0211
     assert info.value.service == "C-ECHO"
 
@@ -153,7 +130,7 @@ async def test_dimse_timeout(peer: ScriptedSCP, no_leaks: Any) -> None:
         async with Client("TESTSCU", timeouts=FAST.with_(dimse=0.5)) as client:
             with anyio.fail_after(5):
                 with pytest.raises(adn.DimseTimeout) as info:
-                    await client.echo(node_of(peer))
+                    await client.echo(peer.node)
         assert info.value.timeout == "dimse"
     finally:
         gate.set()
@@ -167,7 +144,7 @@ async def test_find_streams_before_the_last_response(peer: ScriptedSCP, no_leaks
     gate = threading.Event()
 
     def find(event: Any) -> Iterator[Any]:
-        ids = identifiers(3)
+        ids = study_identifiers(3)
         yield 0xFF00, ids[0]
         gate.wait(10)  # held until the test has seen the first result
         yield 0xFF00, ids[1]
@@ -176,7 +153,7 @@ async def test_find_streams_before_the_last_response(peer: ScriptedSCP, no_leaks
     peer.on_find = find
     got: list[str] = []
     async with Client("TESTSCU", timeouts=FAST) as client:
-        async for ds in client.find(node_of(peer), Query.study()):
+        async for ds in client.find(peer.node, Query.study()):
             got.append(ds.StudyInstanceUID)
             if len(got) == 1:
                 assert not gate.is_set()
@@ -185,9 +162,9 @@ async def test_find_streams_before_the_last_response(peer: ScriptedSCP, no_leaks
 
 
 async def test_find_collect_all(peer: ScriptedSCP, no_leaks: Any) -> None:
-    peer.on_find = lambda event: ((0xFF00, ds) for ds in identifiers(5))
+    peer.on_find = lambda event: ((0xFF00, ds) for ds in study_identifiers(5))
     async with Client("TESTSCU", timeouts=FAST) as client:
-        results = await client.find(node_of(peer), Query.study(PatientID="X"))
+        results = await client.find(peer.node, Query.study(PatientID="X"))
     assert [ds.StudyInstanceUID for ds in results] == [f"1.2.3.{i}" for i in range(5)]
 
 
@@ -195,7 +172,7 @@ async def test_find_failure_status(peer: ScriptedSCP, no_leaks: Any) -> None:
     peer.on_find = lambda event: iter([(0xA700, None)])
     async with Client("TESTSCU", timeouts=FAST) as client:
         with pytest.raises(adn.StatusError) as info:
-            await client.find(node_of(peer), Query.study())
+            await client.find(peer.node, Query.study())
     assert info.value.status == 0xA700
     assert info.value.category == "Failure"
     assert "resources" in info.value.meaning.lower()
@@ -227,7 +204,7 @@ def endless_find(
                 if honour_cancel:
                     yield 0xFE00, None
                     return
-            yield 0xFF00, identifiers(1)[0]
+            yield 0xFF00, study_identifiers(1)[0]
 
     peer.on_find = find
     peer.release_handler = release  # type: ignore[attr-defined]
@@ -236,7 +213,7 @@ def endless_find(
 async def test_break_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> None:
     endless_find(peer)
     async with Client("TESTSCU", timeouts=FAST) as client:
-        op = client.find(node_of(peer), Query.study())
+        op = client.find(peer.node, Query.study())
         async with op as results:
             count = 0
             async for _ in results:
@@ -252,7 +229,7 @@ async def test_bare_break_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> No
     """Even a plain ``async for ... break`` (no ``async with``) cancels on the wire."""
     endless_find(peer)
     async with Client("TESTSCU", timeouts=FAST) as client:
-        async for _ in client.find(node_of(peer), Query.study()):
+        async for _ in client.find(peer.node, Query.study()):
             break
         assert await anyio.to_thread.run_sync(peer.cancelled.wait, 5)
         assert await anyio.to_thread.run_sync(peer.released.wait, 5)
@@ -264,7 +241,7 @@ async def test_task_cancel_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> N
     async with Client("TESTSCU", timeouts=FAST) as client:
         got = []
         with anyio.move_on_after(0.5) as scope:
-            async for ds in client.find(node_of(peer), Query.study()):
+            async for ds in client.find(peer.node, Query.study()):
                 got.append(ds)
         assert scope.cancelled_caught
     assert len(got) == 1
@@ -279,7 +256,7 @@ async def test_cancel_ignored_then_abort(peer: ScriptedSCP, no_leaks: Any) -> No
         async with Client("TESTSCU", timeouts=FAST.with_(cancel=0.5)) as client:
             with anyio.fail_after(5):
                 with anyio.move_on_after(0.3):
-                    async for _ in client.find(node_of(peer), Query.study()):
+                    async for _ in client.find(peer.node, Query.study()):
                         pass
         assert peer.cancelled.is_set()
         # The stalled handler still holds the peer's association thread; once it
@@ -293,7 +270,7 @@ async def test_cancel_ignored_then_abort(peer: ScriptedSCP, no_leaks: Any) -> No
 
 async def test_abort_in_the_middle_of_find(peer: ScriptedSCP, no_leaks: Any) -> None:
     def find(event: Any) -> Iterator[Any]:
-        ids = identifiers(3)
+        ids = study_identifiers(3)
         yield 0xFF00, ids[0]
         yield 0xFF00, ids[1]
         event.assoc.abort()
@@ -303,7 +280,7 @@ async def test_abort_in_the_middle_of_find(peer: ScriptedSCP, no_leaks: Any) -> 
     got = []
     async with Client("TESTSCU", timeouts=FAST) as client:
         with pytest.raises(adn.AssociationAborted):
-            async for ds in client.find(node_of(peer), Query.study()):
+            async for ds in client.find(peer.node, Query.study()):
                 got.append(ds.StudyInstanceUID)
     assert got == ["1.2.3.0", "1.2.3.1"]
 
@@ -337,7 +314,7 @@ async def test_store_outcomes_and_abort(peer: ScriptedSCP, no_leaks: Any) -> Non
     peer.on_store = store
     async with Client("TESTSCU", timeouts=FAST) as client:
         with pytest.raises(adn.AssociationAborted) as info:
-            await client.store(node_of(peer), series)
+            await client.store(peer.node, series)
     partial = info.value.partial
     assert [o.sop_instance_uid for o in partial.outcomes] == [ds.SOPInstanceUID for ds in series]
     statuses = [o.status for o in partial.outcomes]
@@ -355,7 +332,7 @@ async def test_store_reports_unreadable_files(
     bad = tmp_path / "garbage.dcm"
     bad.write_bytes(b"this is not DICOM")
     async with Client("TESTSCU", timeouts=FAST) as client:
-        result = await client.store(node_of(peer), [*good, bad])
+        result = await client.store(peer.node, [*good, bad])
     assert not result.ok
     assert len(result) == 3
     assert [o.source for o in result.failed] == [bad]
@@ -378,10 +355,10 @@ async def test_move_progress_and_unknown_destination(peer: ScriptedSCP, no_leaks
     peer.on_move = move
     query = Query.study(StudyInstanceUID="1.2.3")
     async with Client("TESTSCU", timeouts=FAST) as client:
-        final = await client.move(node_of(peer), query, "KNOWN")
+        final = await client.move(peer.node, query, "KNOWN")
         assert final.done and final.status == 0 and final.ok
         with pytest.raises(adn.StatusError) as info:
-            await client.move(node_of(peer), query, "UNKNOWN")
+            await client.move(peer.node, query, "UNKNOWN")
     assert info.value.status == 0xA801
     assert "destination unknown" in info.value.meaning.lower()
 
@@ -392,5 +369,5 @@ async def test_cancel_at_any_moment_of_association_setup(peer: ScriptedSCP, no_l
     async with Client("TESTSCU", timeouts=FAST) as client:
         for delay in [0.0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.008, 0.02] * 2:
             with anyio.fail_after(10), anyio.move_on_after(delay):
-                await client.echo(node_of(peer))
-        assert await client.echo(node_of(peer)) > 0
+                await client.echo(peer.node)
+        assert await client.echo(peer.node) > 0

@@ -8,44 +8,15 @@ from typing import Any
 
 import anyio
 import pytest
-from pydicom.dataset import Dataset
 
 import aiodicomnet as adn
 from aiodicomnet.client import Client
 from aiodicomnet.pool import PoolConfig
 from aiodicomnet.query import Query
 from tests.data import make_series
-from tests.peers.inprocess import ScriptedSCP
+from tests.peers.inprocess import ScriptedSCP, study_identifiers
 
 FAST = adn.Timeouts(connect=2, acse=2, dimse=5, network=10, cancel=1)
-
-
-@pytest.fixture(scope="module")
-def scp() -> Iterator[ScriptedSCP]:
-    peer = ScriptedSCP(ae_title="POOLPEER")
-    with peer.running():
-        yield peer
-
-
-@pytest.fixture
-def peer(scp: ScriptedSCP) -> Iterator[ScriptedSCP]:
-    scp.reset()
-    yield scp
-    scp.reset()
-
-
-def node_of(peer: ScriptedSCP) -> adn.Node:
-    return adn.Node(peer.ae_title, "127.0.0.1", peer.port)
-
-
-def studies(n: int) -> list[Dataset]:
-    out = []
-    for i in range(n):
-        ds = Dataset()
-        ds.QueryRetrieveLevel = "STUDY"
-        ds.StudyInstanceUID = f"1.2.3.{i}"
-        out.append(ds)
-    return out
 
 
 async def wait_active(peer: ScriptedSCP, n: int) -> None:
@@ -59,9 +30,9 @@ async def find_count(client: Client, node: adn.Node, results: list[int]) -> None
 
 async def test_reuse_across_operations(peer: ScriptedSCP, no_leaks: Any) -> None:
     """Echo, find and move share one pooled association."""
-    peer.on_find = lambda event: ((0xFF00, ds) for ds in studies(3))
+    peer.on_find = lambda event: ((0xFF00, ds) for ds in study_identifiers(3))
     async with Client("POOLED", timeouts=FAST, pool=PoolConfig()) as client:
-        node = node_of(peer)
+        node = peer.node
         for _ in range(5):
             await client.echo(node)
             assert len(await client.find(node, Query.study())) == 3
@@ -73,7 +44,7 @@ async def test_reuse_across_operations(peer: ScriptedSCP, no_leaks: Any) -> None
 async def test_no_reuse_by_default(peer: ScriptedSCP, no_leaks: Any) -> None:
     async with Client("UNPOOLED", timeouts=FAST) as client:
         for _ in range(3):
-            await client.echo(node_of(peer))
+            await client.echo(peer.node)
         assert client.pool.idle_count() == 0
     assert peer.accepted_count == 3
 
@@ -82,7 +53,7 @@ async def test_peer_abort_of_idle_association_is_invisible(
     peer: ScriptedSCP, no_leaks: Any
 ) -> None:
     async with Client("POOLED", timeouts=FAST, pool=PoolConfig()) as client:
-        node = node_of(peer)
+        node = peer.node
         await client.echo(node)
         peer.abort_all()  # the PACS drops the idle association
         await wait_active(peer, 0)
@@ -99,10 +70,10 @@ async def test_dead_pooled_association_is_replaced_midway(
     abort and our noticing it: the operation fails on the dead association
     and is retried once on a new one, with no error for the caller.
     """
-    peer.on_find = lambda event: ((0xFF00, ds) for ds in studies(2))
+    peer.on_find = lambda event: ((0xFF00, ds) for ds in study_identifiers(2))
     peer.on_store = lambda event: 0
     async with Client("POOLED", timeouts=FAST, pool=PoolConfig()) as client:
-        node = node_of(peer)
+        node = peer.node
         await client.echo(node)
         peer.abort_all()
         await wait_active(peer, 0)
@@ -117,7 +88,7 @@ async def test_dead_pooled_association_is_replaced_midway(
 
 async def test_idle_timeout_releases(peer: ScriptedSCP, no_leaks: Any) -> None:
     async with Client("POOLED", timeouts=FAST, pool=PoolConfig(idle_timeout=0.2)) as client:
-        node = node_of(peer)
+        node = peer.node
         await client.echo(node)
         assert await anyio.to_thread.run_sync(peer.released.wait, 5)
         # the pool dropped it before releasing it
@@ -131,12 +102,12 @@ async def test_max_idle_per_node(peer: ScriptedSCP, no_leaks: Any) -> None:
 
     def find(event: Any) -> Iterator[Any]:
         gate.wait(5)
-        yield 0xFF00, studies(1)[0]
+        yield 0xFF00, study_identifiers(1)[0]
 
     peer.on_find = find
     config = PoolConfig(max_idle_per_node=2, max_per_node=4)
     async with Client("POOLED", timeouts=FAST, pool=config) as client:
-        node = node_of(peer)
+        node = peer.node
         results: list[int] = []
         async with anyio.create_task_group() as tg:
             for _ in range(4):
@@ -150,11 +121,11 @@ async def test_max_idle_per_node(peer: ScriptedSCP, no_leaks: Any) -> None:
 
 async def test_max_per_node_bounds_concurrency(peer: ScriptedSCP, no_leaks: Any) -> None:
     gate = threading.Event()
-    peer.on_find = lambda event: (gate.wait(5), iter([(0xFF00, studies(1)[0])]))[1]
+    peer.on_find = lambda event: (gate.wait(5), iter([(0xFF00, study_identifiers(1)[0])]))[1]
 
     results: list[int] = []
     async with Client("LIMITED", timeouts=FAST, pool=PoolConfig(max_per_node=2)) as client:
-        node = node_of(peer)
+        node = peer.node
         async with anyio.create_task_group() as tg:
             for _ in range(5):
                 tg.start_soon(find_count, client, node, results)
@@ -167,14 +138,14 @@ async def test_max_per_node_bounds_concurrency(peer: ScriptedSCP, no_leaks: Any)
 async def test_cancelled_find_returns_association_to_pool(peer: ScriptedSCP, no_leaks: Any) -> None:
     def find(event: Any) -> Iterator[Any]:
         # pynetdicom answers 0xFE00 itself when it sees the C-CANCEL between yields
-        yield 0xFF00, studies(1)[0]
+        yield 0xFF00, study_identifiers(1)[0]
         while not event.is_cancelled:
             threading.Event().wait(0.01)
-        yield 0xFF00, studies(1)[0]
+        yield 0xFF00, study_identifiers(1)[0]
 
     peer.on_find = find
     async with Client("POOLED", timeouts=FAST, pool=PoolConfig()) as client:
-        node = node_of(peer)
+        node = peer.node
         async with client.find(node, Query.study()) as found:
             async for _ in found:
                 break
@@ -195,7 +166,7 @@ async def test_parallel_store(peer: ScriptedSCP, no_leaks: Any) -> None:
     peer.on_store = store
     series = make_series(30)
     async with Client("PARALLEL", timeouts=FAST) as client:
-        result = await client.store(node_of(peer), series, associations=3)
+        result = await client.store(peer.node, series, associations=3)
     assert result.ok and len(result) == 30
     assert {o.sop_instance_uid for o in result.outcomes} == {ds.SOPInstanceUID for ds in series}
     assert len(seen) == 3
@@ -218,7 +189,7 @@ async def test_parallel_store_with_one_association_lost(peer: ScriptedSCP, no_le
     series = make_series(30)
     async with Client("PARALLEL", timeouts=FAST) as client:
         with pytest.raises(adn.AssociationAborted) as info:
-            await client.store(node_of(peer), series, associations=3)
+            await client.store(peer.node, series, associations=3)
     partial = info.value.partial
     assert len(partial) == 30
     assert {o.sop_instance_uid for o in partial.outcomes} == {ds.SOPInstanceUID for ds in series}

@@ -17,6 +17,7 @@ import os
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,29 @@ def dcmtk_tool(
     )
 
 
-class StoreScp:
+class _DcmtkServer:
+    """A DCMTK server process: started by ``start()``, waited for on its port."""
+
+    port: int
+    process: PeerProcess | None = None
+
+    def _launch(self, name: str, argv: list[str], timeout: float, **kwargs: Any) -> None:
+        self.process = PeerProcess(name, argv, **kwargs)
+        try:
+            wait_for_port(HOST, self.port, timeout, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class StoreScp(_DcmtkServer):
     """DCMTK storescp writing every instance it receives into ``directory``.
 
     It accepts any SOP class (``-pm``) in every transfer syntax it knows
@@ -110,23 +133,11 @@ class StoreScp:
             *self.extra_args,
             str(self.port),
         ]  # fmt: skip
-        self.process = PeerProcess("storescp", argv, log_path=self.log_path, env=_env(self.nagle))
-        try:
-            wait_for_port(HOST, self.port, timeout, process=self.process)
-        except BaseException:
-            self.stop()
-            raise
+        self._launch("storescp", argv, timeout, log_path=self.log_path, env=_env(self.nagle))
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
     def __enter__(self) -> StoreScp:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def received_files(self) -> list[Path]:
         """Files received so far (``<modality>.<SOP Instance UID>.dcm``), sorted by name."""
@@ -141,7 +152,7 @@ class StoreScp:
         return f"<StoreScp {self.node} nagle={self.nagle}>"
 
 
-class DcmQrScp:
+class DcmQrScp(_DcmtkServer):
     """DCMTK dcmqrscp: a Query/Retrieve SCP (C-FIND, C-MOVE, C-GET, C-STORE).
 
     One storage area for AE ``DCMQRSCP`` that any calling AE may read and
@@ -207,25 +218,13 @@ class DcmQrScp:
             "--convert-to-utf8",
             *self.extra_args,
         ]  # fmt: skip
-        self.process = PeerProcess(
-            "dcmqrscp", argv, log_path=self.log_path, env=_env(), cwd=self.workdir
+        self._launch(
+            "dcmqrscp", argv, timeout, log_path=self.log_path, env=_env(), cwd=self.workdir
         )
-        try:
-            wait_for_port(HOST, self.port, timeout, process=self.process)
-        except BaseException:
-            self.stop()
-            raise
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
     def __enter__(self) -> DcmQrScp:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def load(self, paths: Sequence[Path], *, calling_ae: str = "ADNLOAD") -> None:
         """C-STORE ``paths`` into the archive with DCMTK storescu (Nagle off)."""

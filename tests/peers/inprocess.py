@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (
@@ -26,6 +27,8 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
+
+from aiodicomnet import Node
 
 Handler = Callable[[evt.Event], Any]
 
@@ -60,6 +63,11 @@ class ScriptedSCP:
     active: int = 0
     max_active: int = 0
     _count_lock: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def node(self) -> Node:
+        """This peer as a :class:`~aiodicomnet.Node`."""
+        return Node(self.ae_title, "127.0.0.1", self.port)
 
     def reset(self) -> None:
         for e in (self.cancelled, self.released, self.aborted, self.established):
@@ -144,6 +152,33 @@ class ScriptedSCP:
             yield self
         finally:
             server.shutdown()
+
+
+def study_identifiers(n: int) -> list[Dataset]:
+    """``n`` STUDY-level C-FIND identifiers, StudyInstanceUID 1.2.3.0, 1.2.3.1, ..."""
+    out = []
+    for i in range(n):
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = f"1.2.3.{i}"
+        out.append(ds)
+    return out
+
+
+@pytest.fixture(scope="session")
+def scripted_scp() -> Iterator[ScriptedSCP]:
+    """One scriptable pynetdicom SCP for the session (see ``peer``)."""
+    scp = ScriptedSCP()
+    with scp.running():
+        yield scp
+
+
+@pytest.fixture
+def peer(scripted_scp: ScriptedSCP) -> Iterator[ScriptedSCP]:
+    """The session's ScriptedSCP, with no handlers and cleared records."""
+    scripted_scp.reset()
+    yield scripted_scp
+    scripted_scp.reset()
 
 
 def wait_cancelled(
