@@ -22,7 +22,6 @@ counts) and how many C-FINDs it sent; per peer, all must be equal.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .common import (
@@ -32,14 +31,11 @@ from .common import (
     Section,
     Settings,
     Workspace,
-    count_files,
-    environ,
-    find_binary,
     interleave,
-    log,
     median,
     run_worker,
     start_archive,
+    start_orthanc,
 )
 
 PATIENTS = 10
@@ -106,20 +102,8 @@ def run(ws: Workspace, s: Settings) -> Section:
     try:
         archive, archive_port = start_archive(ws, "browse", files)
         peers["Archive"] = (archive_port, "ARCHIVE")
-        try:
-            find_binary("Orthanc")
-        except Exception as exc:
-            section.notes.append(f"Orthanc not measured: {exc}")
-        else:
-            from tests.peers.orthanc import OrthancServer
-
-            orthanc = OrthancServer(ws.path("browse", "orthanc"))
-            with environ(TCP_NODELAY="1"):
-                orthanc.start()
-            t0 = time.perf_counter()
-            orthanc.upload(sorted(files.iterdir()))
-            log(f"uploaded {count_files(files)} instances to Orthanc in "
-                f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+        orthanc = start_orthanc(ws, "browse", files, section)
+        if orthanc is not None:
             peers["Orthanc"] = (orthanc.dicom_port, orthanc.ae_title)
         contenders = [
             Contender(

@@ -569,6 +569,25 @@ def start_archive(
     return archive, port
 
 
+def start_orthanc(ws: Workspace, name: str, files: Path, section: Section) -> Any:
+    """An Orthanc (``TCP_NODELAY=1``) holding ``files``, or ``None`` if Orthanc is not
+    installed (noted in ``section``). Stop it with ``.stop()``."""
+    try:
+        find_binary("Orthanc")
+    except Exception as exc:
+        section.notes.append(f"Orthanc not measured: {exc}")
+        return None
+    from tests.peers.orthanc import OrthancServer
+
+    orthanc = OrthancServer(ws.path(name, "orthanc"))
+    with environ(TCP_NODELAY="1"):
+        orthanc.start()
+    t0 = time.perf_counter()
+    orthanc.upload(sorted(files.iterdir()))
+    log(f"uploaded {count_files(files)} instances to Orthanc in {time.perf_counter() - t0:.1f} s")
+    return orthanc
+
+
 class RssSampler:
     """Sample a process's resident set size in a thread; ``peak`` is the highest seen."""
 

@@ -36,13 +36,12 @@ from .common import (
     Section,
     Settings,
     Workspace,
-    environ,
-    find_binary,
     interleave,
     log,
     median,
     run_worker,
     start_archive,
+    start_orthanc,
 )
 
 #: pooled aiodicomnet must be this many times faster than raw pynetdicom
@@ -94,17 +93,8 @@ def run(ws: Workspace, s: Settings) -> Section:
     try:
         archive, archive_port = start_archive(ws, "pool", files)
         peers["Archive"] = (archive_port, "ARCHIVE")
-        try:
-            find_binary("Orthanc")
-        except Exception as exc:
-            section.notes.append(f"Orthanc not measured: {exc}")
-        else:
-            from tests.peers.orthanc import OrthancServer
-
-            orthanc = OrthancServer(ws.path("pool", "orthanc"))
-            with environ(TCP_NODELAY="1"):
-                orthanc.start()
-            orthanc.upload(sorted(files.iterdir()))
+        orthanc = start_orthanc(ws, "pool", files, section)
+        if orthanc is not None:
             peers["Orthanc"] = (orthanc.dicom_port, orthanc.ae_title)
         log("pool peers: " + ", ".join(f"{p} on port {port}" for p, (port, _) in peers.items()))
 
