@@ -32,6 +32,7 @@ from .errors import (
     StorageError,
 )
 from .nodes import Node, validate_ae_title
+from .pooling import PoolConfig
 from .query import (
     DateRange,
     DateTimeRange,
@@ -72,6 +73,7 @@ __all__ = [
     "NegotiationError",
     "Node",
     "Operation",
+    "PoolConfig",
     "Progress",
     "Query",
     "QueryError",

@@ -73,8 +73,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from ._dimse.patches import CONN_OPEN_HANDLER
 from ._index import Counts, IdentifierError, Index, IndexedInstance
-from ._tcp import CONN_OPEN_HANDLER
 from .errors import StorageError
 from .nodes import Node, validate_ae_title
 from .server import StorageServer

@@ -33,9 +33,11 @@ import anyio.to_thread
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import PresentationContext
 
-from . import contexts as _cx
-from ._bridge import outbox
-from .association import Association, StoreItem, next_message_id
+from ._dimse import contexts as _cx
+from ._dimse.association import Association, StoreItem, next_message_id
+from ._dimse.bridge import outbox
+from ._dimse.pool import Pool
+from ._dimse.store_plan import StoreSource, flatten, plan_store
 from .browse import BrowseTree, browse
 from .errors import (
     AssociationAborted,
@@ -49,12 +51,11 @@ from .errors import (
 from .fanout import FindAll, NodeResult, run_each
 from .nodes import Node, validate_ae_title
 from .operation import Operation, as_list, last
-from .pool import NO_REUSE, Pool, PoolConfig
+from .pooling import NO_REUSE, PoolConfig
 from .query import LEVELS, UNIQUE_KEYS, Query, as_identifier, sop_class
 from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
 from .storage import MemoryStorage, ReceivedInstance, Storage, handle_store
-from .store_plan import StoreSource, flatten, plan_store
 from .timeouts import Timeouts
 
 __all__ = ["Client", "Operation"]
@@ -573,7 +574,7 @@ class Client:
 
         Walks the hierarchy (each level's unique keys), so it also works with
         strictly hierarchical SCPs; falls back to
-        :data:`~aiodicomnet.contexts.DEFAULT_GET_SOP_CLASSES`.
+        :data:`~aiodicomnet._dimse.contexts.DEFAULT_GET_SOP_CLASSES`.
         """
         try:
             found = await self._walk_to_images(node, identifier, model)

@@ -75,7 +75,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from ._tcp import CONN_OPEN_HANDLER, RequestorAE
+from ._dimse.patches import CONN_OPEN_HANDLER, RequestorAE
 from .nodes import Node, validate_ae_title
 from .storage import (
     CallbackStorage,
@@ -386,7 +386,7 @@ class StorageServer:
     def _handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         """pynetdicom event handlers bound to every association of the server.
 
-        Includes :data:`~aiodicomnet._tcp.CONN_OPEN_HANDLER` (TCP tuning) and the
+        Includes :data:`~aiodicomnet._dimse.patches.CONN_OPEN_HANDLER` (TCP tuning) and the
         ``EVT_C_STORE`` handler. A subclass extends the list (for example with
         ``EVT_C_FIND``); handlers run in the association's thread. Called once
         when the server starts, in a worker thread.

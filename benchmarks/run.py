@@ -181,8 +181,8 @@ def render(
                 0,
                 f"Runs redone: {sum(s.redone.values())}. Each lost a response to pynetdicom's "
                 'reactor race (its log: "Received unexpected C-... service message"; '
-                "aiodicomnet locks the reactor out, see aiodicomnet/_tcp.py), waited for the "
-                "DIMSE timeout and was run again.",
+                "aiodicomnet locks the reactor out, see aiodicomnet/_dimse/patches.py), "
+                "waited for the DIMSE timeout and was run again.",
             )
         for note in notes:
             add(f"- {note}")

@@ -146,8 +146,8 @@ def echo_adn(
     """
     import asyncio
 
-    from aiodicomnet.association import Association
-    from aiodicomnet.contexts import verification_contexts
+    from aiodicomnet._dimse.association import Association
+    from aiodicomnet._dimse.contexts import verification_contexts
     from aiodicomnet.errors import DicomError
     from aiodicomnet.nodes import Node
     from aiodicomnet.timeouts import Timeouts
@@ -538,9 +538,9 @@ def pool_adn(
     """
     import asyncio
 
+    from aiodicomnet import PoolConfig
     from aiodicomnet.client import Client
     from aiodicomnet.nodes import Node
-    from aiodicomnet.pool import PoolConfig
     from aiodicomnet.timeouts import Timeouts
 
     node = Node(called, host, port)
@@ -685,6 +685,7 @@ def browse_adn(
     import asyncio
     import hashlib
 
+    from aiodicomnet import PoolConfig
     from aiodicomnet.browse import (
         _STUDY_KEYS,
         BrowseTree,
@@ -695,7 +696,6 @@ def browse_adn(
     )
     from aiodicomnet.client import Client
     from aiodicomnet.nodes import Node
-    from aiodicomnet.pool import PoolConfig
     from aiodicomnet.query import Query
     from aiodicomnet.timeouts import Timeouts
 

@@ -13,9 +13,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 import aiodicomnet as adn
-from aiodicomnet.association import Association
+from aiodicomnet._dimse.association import Association
+from aiodicomnet._dimse.contexts import verification_contexts
 from aiodicomnet.client import Client
-from aiodicomnet.contexts import verification_contexts
 from aiodicomnet.query import Query
 from tests.data import Corpus, make_series
 from tests.peers.dcmtk import DcmQrScp, StoreScp

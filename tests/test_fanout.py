@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 import aiodicomnet as adn
+from aiodicomnet import PoolConfig
 from aiodicomnet.archive import Archive
 from aiodicomnet.client import Client
-from aiodicomnet.pool import PoolConfig
 from aiodicomnet.query import Query
 from tests.data import Corpus
 from tests.peers.dcmtk import DcmQrScp

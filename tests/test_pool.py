@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 import aiodicomnet as adn
+from aiodicomnet import PoolConfig
 from aiodicomnet.client import Client
-from aiodicomnet.pool import PoolConfig
 from aiodicomnet.query import Query
 from tests.data import make_series
 from tests.peers.inprocess import ScriptedSCP, study_identifiers

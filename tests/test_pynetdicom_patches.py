@@ -1,12 +1,12 @@
-"""The pynetdicom adaptations of aiodicomnet._tcp, checked on a live association."""
+"""The pynetdicom adaptations of aiodicomnet._dimse.patches, checked on a live association."""
 
 from __future__ import annotations
 
 import socket
 from typing import Any
 
-from aiodicomnet.association import Association
-from aiodicomnet.contexts import query_contexts
+from aiodicomnet._dimse.association import Association
+from aiodicomnet._dimse.contexts import query_contexts
 from tests.peers.inprocess import ScriptedSCP
 
 

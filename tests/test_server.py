@@ -36,7 +36,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from aiodicomnet import Node
-from aiodicomnet._tcp import CONN_OPEN_HANDLER
+from aiodicomnet._dimse.patches import CONN_OPEN_HANDLER
 from aiodicomnet.server import STORAGE_TRANSFER_SYNTAXES, StorageServer
 from aiodicomnet.storage import (
     CallbackStorage,

@@ -31,7 +31,7 @@ from pynetdicom import AE, evt
 from pynetdicom.dsutils import encode
 
 from aiodicomnet import Node, StorageError
-from aiodicomnet._tcp import CONN_OPEN_HANDLER
+from aiodicomnet._dimse.patches import CONN_OPEN_HANDLER
 from aiodicomnet.storage import (
     CallbackStorage,
     DeliveryRefused,

@@ -16,9 +16,9 @@ import trio
 from pydicom.dataset import Dataset
 
 import aiodicomnet as adn
+from aiodicomnet import PoolConfig
 from aiodicomnet.archive import Archive
 from aiodicomnet.client import Client
-from aiodicomnet.pool import PoolConfig
 from aiodicomnet.query import Query
 from aiodicomnet.server import StorageServer
 from tests.data import Corpus, make_series, write_files

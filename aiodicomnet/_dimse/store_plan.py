@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from ..results import InstanceOutcome
 from .association import Association, StoreItem
-from .results import InstanceOutcome
 
 __all__ = ["StoreSource", "flatten", "plan_store"]
 

@@ -1,7 +1,7 @@
 """One negotiated pynetdicom association, owned by one worker thread.
 
 :class:`Association` is the DIMSE transport under :class:`~aiodicomnet.Client`:
-it opens (negotiates) an association in its :class:`~aiodicomnet._bridge.OwnerThread`,
+it opens (negotiates) an association in its :class:`~aiodicomnet._dimse.bridge.OwnerThread`,
 runs C-ECHO, C-FIND, C-MOVE, C-GET and C-STORE there, and turns what
 pynetdicom reports (empty status datasets, ``is_rejected`` flags, log lines)
 into typed errors.  Multi-response services are async generators: responses
@@ -33,10 +33,8 @@ from pynetdicom.association import Association as _PynetAssociation
 from pynetdicom.pdu_primitives import A_ASSOCIATE, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
-from . import status as _status
-from ._bridge import Closed, Outbox, OwnerThread, outbox
-from ._tcp import RequestorAE
-from .errors import (
+from .. import status as _status
+from ..errors import (
     AssociationAborted,
     AssociationRejected,
     AssociationTimeout,
@@ -47,14 +45,16 @@ from .errors import (
     NegotiationError,
     StatusError,
 )
-from .nodes import Node
-from .results import InstanceOutcome, Progress
-from .storage import DeliveryRefused
-from .timeouts import Timeouts
+from ..nodes import Node
+from ..results import InstanceOutcome, Progress
+from ..storage import DeliveryRefused
+from ..timeouts import Timeouts
+from .bridge import Closed, Outbox, OwnerThread, outbox
+from .patches import RequestorAE
 
 __all__ = ["Association", "StoreItem", "next_message_id"]
 
-log = logging.getLogger("aiodicomnet.association")
+log = logging.getLogger("aiodicomnet._dimse.association")
 
 #: An outbox for a worker thread and the receive stream it feeds.
 Channel = tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]

@@ -1,4 +1,4 @@
-"""Association reuse and per-node limits: :class:`PoolConfig` and the client's pool.
+"""Association reuse and per-node limits: the pool behind :class:`~aiodicomnet.PoolConfig`.
 
 Opening an association costs a TCP connection and an A-ASSOCIATE round trip
 (5-20 ms here, far more to a remote PACS); a small C-FIND or a C-ECHO costs
@@ -19,42 +19,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 import anyio
 
+from ..nodes import Node
+from ..pooling import PoolConfig
 from .association import Association
-from .nodes import Node
 
-__all__ = ["Pool", "PoolConfig"]
+__all__ = ["Pool"]
 
 log = logging.getLogger("aiodicomnet.pool")
 
-
-@dataclass(frozen=True)
-class PoolConfig:
-    """How a :class:`~aiodicomnet.Client` reuses associations.
-
-    Attributes:
-        reuse: keep idle associations for reuse (off: one association per
-            operation, released at its end).
-        max_idle_per_node: idle associations kept per node.
-        idle_timeout: seconds an idle association is kept before it releases itself.
-        max_per_node: operations running at once against one node.
-    """
-
-    reuse: bool = True
-    max_idle_per_node: int = 2
-    idle_timeout: float = 30.0
-    max_per_node: int = 4
-
-    def __post_init__(self) -> None:
-        if self.max_idle_per_node < 0 or self.max_per_node < 1 or self.idle_timeout <= 0:
-            raise ValueError(f"invalid pool configuration: {self}")
-
-
-#: No reuse: every operation opens and releases its own association.
-NO_REUSE = PoolConfig(reuse=False)
 
 PoolKey = tuple[Node, Hashable]
 
