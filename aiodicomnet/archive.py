@@ -49,7 +49,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
@@ -73,6 +72,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from ._dimse.bridge import run_in_thread
 from ._dimse.patches import CONN_OPEN_HANDLER
 from ._index import Counts, IdentifierError, Index, IndexedInstance
 from .errors import StorageError
@@ -277,12 +277,12 @@ class Archive(StorageServer):
             index.close()
 
     async def __aenter__(self) -> Archive:
-        await anyio.to_thread.run_sync(self._open_index)
+        await run_in_thread(self._open_index)
         try:
             await super().__aenter__()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.close)
+                await run_in_thread(self.close)
             raise
         return self
 
@@ -296,7 +296,7 @@ class Archive(StorageServer):
             await super().__aexit__(exc_type, exc, tb)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.close)
+                await run_in_thread(self.close)
 
     # -- async API -----------------------------------------------------------------
 
@@ -317,7 +317,7 @@ class Archive(StorageServer):
         pending = _expand(items)
         imported: list[str] = []
         while True:
-            batch, done = await anyio.to_thread.run_sync(self._import_batch, pending)
+            batch, done = await run_in_thread(self._import_batch, pending)
             imported.extend(batch)
             if done:
                 return imported
@@ -334,7 +334,7 @@ class Archive(StorageServer):
 
     async def counts(self) -> Counts:
         """Numbers of patients, studies, series and instances."""
-        return await anyio.to_thread.run_sync(lambda: self._open_index().counts())
+        return await run_in_thread(lambda: self._open_index().counts())
 
     async def find(self, identifier: Dataset, model: str = "STUDY") -> list[Dataset]:
         """Answer a C-FIND identifier locally (``model``: ``"PATIENT"`` or ``"STUDY"``).
@@ -347,7 +347,7 @@ class Archive(StorageServer):
             index = self._open_index()
             return list(index.find(identifier, model.upper(), retrieve_ae_title=self.ae_title))
 
-        return await anyio.to_thread.run_sync(run)
+        return await run_in_thread(run)
 
     def add_sync(self, items: ImportItem | Iterable[ImportItem]) -> list[str]:
         """:meth:`add`, blocking: for scripts and tests (never on the event loop)."""

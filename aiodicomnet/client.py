@@ -29,13 +29,12 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import PresentationContext
 
 from ._dimse import contexts as _cx
 from ._dimse.association import Association, StoreItem, next_message_id
-from ._dimse.bridge import outbox
+from ._dimse.bridge import outbox, run_in_thread
 from ._dimse.pool import Pool
 from ._dimse.store_plan import StoreSource, flatten, plan_store
 from .browse import BrowseTree, browse
@@ -319,7 +318,7 @@ class Client:
         """
         if associations < 1:
             raise ValueError(f"associations must be at least 1, not {associations}")
-        plan, outcomes = await anyio.to_thread.run_sync(plan_store, flatten(items))
+        plan, outcomes = await run_in_thread(plan_store, flatten(items))
         result = StoreResult(list(outcomes))
         if on_progress is not None:
             for outcome in outcomes:

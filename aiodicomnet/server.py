@@ -75,6 +75,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from ._dimse.bridge import run_in_thread
 from ._dimse.patches import CONN_OPEN_HANDLER, RequestorAE
 from .nodes import Node, validate_ae_title
 from .storage import (
@@ -702,27 +703,5 @@ class StorageServer:
                 LOGGER.error("association thread %s did not stop", assoc.name)
 
     async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run blocking ``fn`` in a thread of our own and wait for it without blocking.
-
-        Not anyio's worker pool: its idle threads outlive the call, and a server
-        must leave no thread behind.
-        """
-        token = anyio.lowlevel.current_token()
-        done = anyio.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                fn(*args)
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop is gone
-                    anyio.from_thread.run_sync(done.set, token=token)
-
-        thread = threading.Thread(target=run, name=f"aiodicomnet-{fn.__name__}", daemon=True)
-        thread.start()
-        await done.wait()
-        thread.join()
-        if errors:
-            raise errors[0]
+        """Run blocking ``fn`` in a thread of our own (:func:`._dimse.bridge.run_in_thread`)."""
+        await run_in_thread(fn, *args)

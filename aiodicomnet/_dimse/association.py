@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -49,7 +48,7 @@ from ..nodes import Node
 from ..results import InstanceOutcome, Progress
 from ..storage import DeliveryRefused
 from ..timeouts import Timeouts
-from .bridge import Closed, Outbox, OwnerThread, outbox
+from .bridge import Closed, Outbox, OwnerThread, outbox, run_in_thread
 from .patches import RequestorAE
 
 __all__ = ["Association", "StoreItem", "next_message_id"]
@@ -375,12 +374,12 @@ class Association:
                 with anyio.CancelScope(shield=True):
                     receive.close()
                     if cancel is not None:
-                        await anyio.to_thread.run_sync(self._send_cancel, *cancel)
+                        await run_in_thread(self._send_cancel, *cancel)
                     with anyio.move_on_after(self.timeouts.cancel):
                         await call.finished()
                     if not call.done:
                         log.warning("%s: no answer to C-CANCEL, aborting", self.node)
-                        await anyio.to_thread.run_sync(self._abort_now)
+                        await run_in_thread(self._abort_now)
                         await call.finished()
 
     # ------------------------------------------------------------------ owner thread

@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 T = TypeVar("T")
 
-__all__ = ["Call", "Closed", "Outbox", "OwnerThread", "outbox"]
+__all__ = ["Call", "Closed", "Outbox", "OwnerThread", "outbox", "run_in_thread"]
 
 _STOP = object()
 _WAKE = object()
@@ -37,6 +37,42 @@ _WAKE = object()
 
 class Closed(Exception):
     """The loop side has stopped listening (stream closed or loop gone)."""
+
+
+async def run_in_thread(fn: Callable[..., T], *args: Any, name: str | None = None) -> T:
+    """Run blocking ``fn(*args)`` in a new thread of our own; await its result.
+
+    Not anyio's worker pool: its idle threads outlive the call (until the event
+    loop ends), and the library promises to leave no thread behind once a
+    client or server is closed.  The thread is joined before this returns.
+    Cancellation is deferred until ``fn`` returns: a blocking call cannot be
+    interrupted, and abandoning it would leave it running on behalf of nobody.
+    Starting a thread costs ~50 us, nothing next to the calls made here.
+    """
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def main() -> None:
+        try:
+            outcome.append((True, fn(*args)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                anyio.from_thread.run_sync(done.set, token=token)
+
+    thread = threading.Thread(
+        target=main, name=name or f"aiodicomnet-{getattr(fn, '__name__', 'call')}", daemon=True
+    )
+    thread.start()
+    with anyio.CancelScope(shield=True):
+        await done.wait()
+    thread.join()
+    ok, value = outcome[0]
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
 
 
 class OwnerThread:
@@ -113,7 +149,7 @@ class OwnerThread:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if on_cancel is not None and not call.done:
-                    await anyio.to_thread.run_sync(on_cancel)
+                    await run_in_thread(on_cancel)
                 await call.finished()
             raise
 
@@ -121,7 +157,7 @@ class OwnerThread:
         """Let queued calls finish, end the thread and wait for it (shielded)."""
         self._calls.put(_STOP)
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._thread.join)
+            await run_in_thread(self._thread.join, name=f"{self._thread.name} (join)")
 
 
 class Call(Generic[T]):
