@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.data import iter_large_ct, write_files
-from tests.peers.util import PeerProcess, wait_for_port
+from tests.peers.util import DCMTK_TOOLS, PeerProcess, dcmtk_binary, wait_for_port
 
 HOST = "127.0.0.1"
 MB = 1_000_000  # throughput is in MB/s (10^6 bytes), as DCMTK and most tools report it
@@ -166,8 +166,17 @@ def machine_info() -> dict[str, str]:
 
 
 def find_binary(name: str) -> str:
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *_EXTRA_PATH])
-    found = shutil.which(name, path=search)
+    """Absolute path of ``name``; for a DCMTK tool, DCMTK's own.
+
+    pynetdicom's console scripts (``storescu``, ``echoscu``, ...) share DCMTK's
+    names and come first on an activated virtualenv's PATH: a benchmark of
+    "DCMTK storescu" must not time pynetdicom's (see ``dcmtk_binary``).
+    """
+    if name in DCMTK_TOOLS:
+        found = dcmtk_binary(name)
+    else:
+        search = os.pathsep.join([os.environ.get("PATH", os.defpath), *_EXTRA_PATH])
+        found = shutil.which(name, path=search)
     if found is None:
         raise MissingTool(f"{name} not found (scripts/setup installs DCMTK and Orthanc)")
     return found

@@ -9,6 +9,10 @@ Fixtures (session scope, each started on first request):
 - ``dcmqrscp_loaded``: ``dcmqrscp`` holding the generated ``corpus``.
 
 ``dcmtk_tool("findscu", ...)`` runs a DCMTK client with ``TCP_NODELAY=1``.
+
+Every tool is DCMTK's own, found by :func:`tests.peers.util.find_dcmtk`:
+pynetdicom installs console scripts with the same names (``storescu``,
+``storescp``, ``findscu``, ...) that an activated virtualenv puts first on PATH.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pytest
 
 from aiodicomnet import Node
 from tests.data import Corpus, write_files
-from tests.peers.util import PeerProcess, find_binary, free_port, wait_for_port
+from tests.peers.util import PeerProcess, find_dcmtk, free_port, wait_for_port
 
 # util also defines the fixtures shared with the Orthanc plugin
 # (corpus, move_destination, storescp_port).
@@ -56,9 +60,11 @@ def dcmtk_tool(
     """Run a DCMTK tool (echoscu, findscu, movescu, getscu, storescu, ...).
 
     Runs with ``TCP_NODELAY=1`` unless ``nagle``; output is captured as text.
+    It is DCMTK's tool even where pynetdicom's namesake comes first on PATH
+    (an activated virtualenv): see :func:`tests.peers.util.dcmtk_binary`.
     Skips the test (fails under CI) when the tool is not installed.
     """
-    binary = find_binary(name)
+    binary = find_dcmtk(name)
     return subprocess.run(
         [binary, *map(str, args)],
         env=_env(nagle),
@@ -122,7 +128,7 @@ class StoreScp(_DcmtkServer):
 
     def start(self, timeout: float = 30.0) -> StoreScp:
         argv = [
-            find_binary("storescp"),
+            find_dcmtk("storescp"),
             "--verbose",
             "--aetitle", self.ae_title,
             "--output-directory", str(self.directory),
@@ -209,7 +215,7 @@ class DcmQrScp(_DcmtkServer):
     def start(self, timeout: float = 30.0) -> DcmQrScp:
         self.config_path.write_text(self.config_text())
         argv = [
-            find_binary("dcmqrscp"),
+            find_dcmtk("dcmqrscp"),
             "--verbose",
             "--config", str(self.config_path),
             "--disable-host-lookup",

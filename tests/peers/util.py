@@ -14,6 +14,7 @@ rewriting; this module has no asserts to rewrite, so: PYTEST_DONT_REWRITE.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -32,8 +33,11 @@ from aiodicomnet import Node
 from tests.data import Corpus, make_corpus
 
 __all__ = [
+    "DCMTK_TOOLS",
     "PeerProcess",
+    "dcmtk_binary",
     "find_binary",
+    "find_dcmtk",
     "free_port",
     "in_ci",
     "is_listening",
@@ -58,12 +62,93 @@ def missing(reason: str) -> NoReturn:
 
 
 def find_binary(name: str) -> str:
-    """Absolute path of ``name`` on PATH or in the sbin directories; skip/fail if absent."""
+    """Absolute path of ``name`` on PATH or in the sbin directories; skip/fail if absent.
+
+    A DCMTK tool name (:data:`DCMTK_TOOLS`) is looked up by :func:`find_dcmtk`.
+    """
+    if name in DCMTK_TOOLS:
+        return find_dcmtk(name)
     search = os.pathsep.join([os.environ.get("PATH", os.defpath), *_EXTRA_PATH])
     found = shutil.which(name, path=search)
     if found is None:
         missing(f"{name} not found (install it with scripts/setup)")
     return found
+
+
+# -- DCMTK's tools, not pynetdicom's namesakes ------------------------------------
+
+#: DCMTK tools the tests and benchmarks may run. pynetdicom installs console
+#: scripts named ``echoscu``, ``findscu``, ``getscu``, ``movescu``, ``storescu`` and
+#: ``storescp`` too: in an activated virtualenv they come first on PATH and hide
+#: DCMTK's, with other options and other output.
+DCMTK_TOOLS = frozenset(
+    {
+        "echoscu", "findscu", "getscu", "movescu", "storescu", "storescp", "termscu",
+        "dcmqrscp", "dcmqridx", "dcmrecv", "dcmsend", "wlmscpfs",
+        "dcmdump", "dcmconv", "dcmodify", "dcmcjpeg", "dcmdjpeg", "dcmcjpls", "dcmdjpls",
+        "dcmcrle", "dcmdrle", "img2dcm",
+    }
+)  # fmt: skip
+
+# Where distributions install DCMTK, searched after PATH.
+_DCMTK_FALLBACK = ("/usr/local/bin", "/usr/bin", "/opt/homebrew/bin", *_EXTRA_PATH)
+
+
+def find_dcmtk(name: str) -> str:
+    """Absolute path of DCMTK's ``name`` (see :func:`dcmtk_binary`); skip/fail if absent."""
+    found = dcmtk_binary(name)
+    if found is None:
+        missing(
+            f"DCMTK's {name} not found (install DCMTK with scripts/setup; a {name} that is "
+            "not DCMTK's, such as pynetdicom's console script, does not count)"
+        )
+    return found
+
+
+def dcmtk_binary(name: str) -> str | None:
+    """Absolute path of DCMTK's tool ``name``, or None when DCMTK does not provide one.
+
+    Searches PATH, then the usual install directories, skipping the ``bin`` of
+    any virtualenv (where pynetdicom puts its namesakes) and any candidate whose
+    ``--version`` does not say it is DCMTK (``$dcmtk: storescu v3.6.7 ...``, or
+    OFFIS, DCMTK's authors). The answer is cached per PATH.
+    """
+    return _dcmtk_binary(name, os.environ.get("PATH", os.defpath))
+
+
+@functools.cache
+def _dcmtk_binary(name: str, path: str) -> str | None:
+    directories = dict.fromkeys([*path.split(os.pathsep), *_DCMTK_FALLBACK])
+    for directory in directories:
+        if not directory or _in_virtualenv(directory):
+            continue
+        candidate = shutil.which(name, path=directory)
+        if candidate is not None and _is_dcmtk(candidate):
+            return candidate
+    return None
+
+
+def _in_virtualenv(directory: str) -> bool:
+    """Whether ``directory`` is the scripts directory of a virtualenv (``pyvenv.cfg`` above)."""
+    return (Path(directory).parent / "pyvenv.cfg").is_file()
+
+
+def _is_dcmtk(binary: str) -> bool:
+    """Whether ``binary --version`` reports a DCMTK tool."""
+    try:
+        result = subprocess.run(
+            [binary, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    text = result.stdout + result.stderr
+    return "$dcmtk:" in text or "OFFIS" in text
 
 
 def free_port(host: str = "127.0.0.1") -> int:
