@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import socketserver
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -155,10 +156,12 @@ def _class_body_names(tree: ast.AST) -> set[str]:
 def pynetdicom_private_names() -> frozenset[str]:
     """Every private name the installed pynetdicom defines (its tests and apps aside).
 
-    Read from pynetdicom's own source, so the check follows an upgrade.
+    Read from pynetdicom's own source, so the check follows an upgrade; with
+    the standard library's ``socketserver``, whose ``TCPServer`` pynetdicom's
+    association server is (``_handle_request_noblock`` is reached through it).
     """
     root = Path(pynetdicom.__file__).resolve().parent
-    trees = []
+    trees = [ast.parse(Path(socketserver.__file__).read_text(encoding="utf-8"))]
     modules = set()
     for path in root.rglob("*.py"):
         relative = path.relative_to(root).parts
@@ -533,6 +536,7 @@ def test_checker_flags_pynetdicom_internals() -> None:
     assert _check("assoc._reactor_checkpoint.set()") == ["_reactor_checkpoint"]
     assert _check("while not assoc._ready.is_set(): pass") == ["_ready"]
     assert _check("syntaxes = getattr(cx, '_transfer_syntax', None)") == ["_transfer_syntax"]
+    assert _check("server._handle_request_noblock()") == ["_handle_request_noblock"]
     assert _check("from pynetdicom import _config") == ["pynetdicom._config"]
     assert _check("from pynetdicom._handlers import doc_handle_echo") == ["pynetdicom._handlers"]
     assert _check("import pynetdicom._config") == ["pynetdicom._config"]
