@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from .archive import Archive
+from .browse import BrowseTree, browse
 from .client import Client, Operation
 from .errors import (
     AssociationAborted,
@@ -27,10 +28,12 @@ from .errors import (
     DimseTimeout,
     IncompleteRetrieve,
     NegotiationError,
+    ProtocolError,
     QueryError,
     StatusError,
     StorageError,
 )
+from .fanout import FindAllResult, NodeResult, NodeResults, echo_all, find_all
 from .nodes import Node, validate_ae_title
 from .pooling import PoolConfig
 from .query import (
@@ -57,6 +60,7 @@ __all__ = [
     "AssociationError",
     "AssociationRejected",
     "AssociationTimeout",
+    "BrowseTree",
     "CallbackStorage",
     "Client",
     "ConnectError",
@@ -67,14 +71,18 @@ __all__ = [
     "DicomTimeout",
     "DimseTimeout",
     "DiskStorage",
+    "FindAllResult",
     "IncompleteRetrieve",
     "InstanceOutcome",
     "MemoryStorage",
     "NegotiationError",
     "Node",
+    "NodeResult",
+    "NodeResults",
     "Operation",
     "PoolConfig",
     "Progress",
+    "ProtocolError",
     "Query",
     "QueryError",
     "ReceivedInstance",
@@ -90,5 +98,8 @@ __all__ = [
     "UIDList",
     "Universal",
     "Wildcard",
+    "browse",
+    "echo_all",
+    "find_all",
     "validate_ae_title",
 ]

@@ -15,43 +15,22 @@ For deterministic clean-up when breaking out of a loop early, prefer::
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-)
-from contextlib import aclosing, asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import AbstractContextManager, aclosing
+from typing import Any
 
-import anyio
-import anyio.lowlevel
 from pydicom.dataset import Dataset
-from pynetdicom.presentation import PresentationContext
 
 from ._dimse import contexts as _cx
-from ._dimse.association import Association, StoreItem, next_message_id
-from ._dimse.bridge import outbox, run_in_thread
-from ._dimse.pool import Pool
-from ._dimse.store_plan import StoreSource, flatten, plan_store
-from .browse import BrowseTree, browse
-from .errors import (
-    AssociationAborted,
-    AssociationError,
-    DicomTimeout,
-    IncompleteRetrieve,
-    NegotiationError,
-    QueryError,
-    StatusError,
-)
-from .fanout import FindAll, NodeResult, run_each
+from ._dimse.association import Association, next_message_id
+from ._dimse.connector import Connector
+from ._dimse.store_plan import StoreSource, send_all
+from .errors import IncompleteRetrieve, NegotiationError, QueryError, StatusError
 from .nodes import Node, validate_ae_title
 from .operation import Operation, as_list, last
-from .pooling import NO_REUSE, PoolConfig
-from .query import LEVELS, UNIQUE_KEYS, Query, as_identifier, sop_class
+from .pooling import DEFAULT_POOL, PoolConfig
+from .query import LEVELS, UNIQUE_KEYS, Query, QueryLike, as_identifier, sop_class
 from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
 from .storage import MemoryStorage, ReceivedInstance, Storage, handle_store
@@ -61,10 +40,6 @@ __all__ = ["Client", "Operation"]
 
 log = logging.getLogger("aiodicomnet.client")
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-QueryLike = Query | Dataset
 ProgressCallback = Callable[[Progress], object]
 
 
@@ -78,11 +53,19 @@ class Client:
         buffer: responses that may wait for the consumer before the worker
             thread (and so the peer, through TCP) is slowed down.
         pool: association reuse and the limit of concurrent operations per
-            node (default: no reuse, at most 4 at once per node); pass
-            ``PoolConfig()`` to keep idle associations for reuse.
+            node (default ``PoolConfig()``: idle associations kept 5 s for
+            reuse, at most 4 operations at once per node; see
+            :mod:`aiodicomnet.pooling` for why); ``PoolConfig(reuse=False)``
+            opens one association per operation.
 
     Use as ``async with Client("MYAE") as client:``; leaving the block
-    releases idle pooled associations.
+    releases idle pooled associations, and then no thread or socket of the
+    client remains.  (Without ``async with``, call :meth:`aclose`; idle
+    associations otherwise release themselves after the idle timeout.)
+
+    Recipes over a client live beside it: :func:`~aiodicomnet.echo_all`,
+    :func:`~aiodicomnet.find_all` (many nodes at once) and
+    :func:`~aiodicomnet.browse` (a patients/studies/series tree).
     """
 
     def __init__(
@@ -98,8 +81,14 @@ class Client:
         self.timeouts = timeouts or Timeouts()
         self.max_pdu = max_pdu
         self.buffer = buffer
-        self.pool = Pool(pool or NO_REUSE)
-        self._open: set[Association] = set()
+        self.pool_config = pool or DEFAULT_POOL
+        self._connector = Connector(
+            self.ae_title,
+            timeouts=self.timeouts,
+            max_pdu=max_pdu,
+            buffer=buffer,
+            pool=self.pool_config,
+        )
 
     async def __aenter__(self) -> Client:
         return self
@@ -108,100 +97,15 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Release idle pooled associations; abort any still in use (normally none)."""
-        with anyio.CancelScope(shield=True):
-            for assoc in self.pool.drain():
-                await assoc.release()
-            for assoc in list(self._open):
-                await assoc.abort()
-            self._open.clear()
+        """Release idle pooled associations; abort any still in use (normally none).
 
-    # ------------------------------------------------------------------ plumbing
-
-    @asynccontextmanager
-    async def _associate(
-        self,
-        node: Node,
-        contexts: list[PresentationContext],
-        *,
-        roles: list[Any] | None = None,
-        timeouts: Timeouts | None = None,
-        fresh: bool = False,
-    ) -> AsyncIterator[Association]:
-        """An association to ``node`` for one operation: pooled, or new.
-
-        Waits for a free slot of the node's concurrency limit.  ``fresh``
-        skips the pool (the retry after a pooled association turned out dead).
+        Afterwards no thread or socket of this client is left.
         """
-        key = (node, _cx.contexts_key(contexts, roles or []))
-        async with self.pool.limit(node):
-            assoc, dead = (None, []) if fresh or timeouts else self.pool.take(key)
-            for stale in dead:
-                await stale.release()
-            if assoc is None:
-                assoc = Association(
-                    self.ae_title,
-                    node,
-                    contexts,
-                    timeouts=timeouts or self.timeouts,
-                    max_pdu=self.max_pdu,
-                    buffer=self.buffer,
-                    roles=roles or (),
-                )
-                await assoc.open()
-                assoc.reused = False
-            else:
-                assoc.reused = True
-            self._open.add(assoc)
-            try:
-                yield assoc
-            finally:
-                self._open.discard(assoc)
-                assoc.store_handler = None
-                if timeouts or not self.pool.give(key, assoc):
-                    await assoc.release()
+        await self._connector.aclose()
 
-    async def _run(
-        self,
-        node: Node,
-        contexts: list[PresentationContext],
-        body: Callable[[Association], Awaitable[R]],
-        **kwargs: Any,
-    ) -> R:
-        """Run ``body(association)``; retry once on a fresh association if a
-        pooled one turns out to have been closed by the peer meanwhile."""
-        async with self._associate(node, contexts, **kwargs) as assoc:
-            try:
-                return await body(assoc)
-            except AssociationAborted:
-                if not assoc.reused:
-                    raise
-        log.info("%s: pooled association was closed by the peer; reconnecting", node)
-        async with self._associate(node, contexts, fresh=True, **kwargs) as assoc:
-            return await body(assoc)
-
-    async def _stream(
-        self,
-        node: Node,
-        contexts: list[PresentationContext],
-        start: Callable[[Association], AsyncGenerator[T, None]],
-        **kwargs: Any,
-    ) -> AsyncGenerator[T, None]:
-        """Yield from ``start(association)``, with :meth:`_run`'s retry when
-        nothing has been yielded yet."""
-        for fresh in (False, True):
-            yielded = False
-            async with self._associate(node, contexts, fresh=fresh, **kwargs) as assoc:
-                try:
-                    async with aclosing(start(assoc)) as items:
-                        async for item in items:
-                            yielded = True
-                            yield item
-                    return
-                except AssociationAborted:
-                    if yielded or not assoc.reused:
-                        raise
-            log.info("%s: pooled association was closed by the peer; reconnecting", node)
+    def idle_associations(self, node: Node | None = None) -> int:
+        """How many idle associations the pool keeps (to ``node``, or in all)."""
+        return self._connector.pool.idle_count(node)
 
     # ------------------------------------------------------------------ C-ECHO
 
@@ -211,7 +115,9 @@ class Client:
         Raises:
             ConnectError, AssociationRejected, DicomTimeout, StatusError: as fits.
         """
-        return await self._run(node, _cx.query_contexts(), lambda a: a.echo(), timeouts=timeouts)
+        return await self._connector.run(
+            node, _cx.query_contexts(), lambda a: a.echo(), timeouts=timeouts
+        )
 
     # ------------------------------------------------------------------ C-FIND
 
@@ -237,55 +143,10 @@ class Client:
     ) -> AsyncGenerator[Dataset, None]:
         uid = sop_class(model, "find")
         async with aclosing(
-            self._stream(node, _cx.query_contexts(), lambda a: a.find(identifier, uid))
+            self._connector.stream(node, _cx.query_contexts(), lambda a: a.find(identifier, uid))
         ) as responses:
             async for ds in responses:
                 yield ds
-
-    # ------------------------------------------------------------------ many nodes
-
-    async def echo_all(
-        self, nodes: Iterable[Node], *, node_timeout: float | None = 10.0
-    ) -> list[NodeResult[float]]:
-        """C-ECHO every node at once; one :class:`~aiodicomnet.fanout.NodeResult` each.
-
-        A node that fails, or does not answer within ``node_timeout`` seconds,
-        gets its typed error in its result; it never delays the others
-        beyond ``node_timeout`` nor raises.
-        """
-        return await run_each(list(nodes), self.echo, node_timeout)
-
-    def find_all(
-        self,
-        nodes: Iterable[Node],
-        query: QueryLike,
-        *,
-        model: str | None = None,
-        node_timeout: float | None = 30.0,
-    ) -> FindAll:
-        """C-FIND on every node at once, each within ``node_timeout`` seconds.
-
-        ``await`` it for a :class:`~aiodicomnet.fanout.FindAllResult`
-        (identifiers with their node, per-node errors, ``merged()`` to
-        de-duplicate by UID), or stream with ``async with ... as results:
-        async for found in results``.
-
-        Raises:
-            QueryError: at once, for a malformed query.
-        """
-        return FindAll(
-            self, list(nodes), query, model=model, node_timeout=node_timeout, buffer=self.buffer
-        )
-
-    async def browse(
-        self, node: Node, query: Query, *, series: bool = True, count_instances: bool = True
-    ) -> BrowseTree:
-        """The patients -> studies -> series tree of a PATIENT or STUDY query.
-
-        See :func:`aiodicomnet.browse.browse`; lower-level C-FINDs run
-        concurrently, at most ``PoolConfig.max_per_node`` at a time.
-        """
-        return await browse(self, node, query, series=series, count_instances=count_instances)
 
     # ------------------------------------------------------------------ C-STORE
 
@@ -309,84 +170,21 @@ class Client:
         docs/benchmarks.md for what it buys on a given machine).  A failure
         of one instance does not stop the others; check :attr:`StoreResult.ok`.
 
+        Every instance ends in exactly one outcome.  A peer that accepts none
+        of the proposed presentation contexts is reported per instance ("not
+        sent", with the reason), not raised.
+
         Raises:
             ConnectError, AssociationRejected, DicomTimeout: an association
-                could not be set up.
-            AssociationAborted, DimseTimeout: an association was lost midway;
-                the exception's ``partial`` attribute holds the StoreResult,
-                including the instances that were not sent.
+                could not be set up; or
+            AssociationAborted, DimseTimeout: an association was lost midway.
+                Either way the exception's ``partial`` attribute holds the
+                StoreResult with one outcome for every instance: stored,
+                refused, sent without a response, or not sent.
         """
-        if associations < 1:
-            raise ValueError(f"associations must be at least 1, not {associations}")
-        plan, outcomes = await run_in_thread(plan_store, flatten(items))
-        result = StoreResult(list(outcomes))
-        if on_progress is not None:
-            for outcome in outcomes:
-                on_progress(outcome)
-        errors: list[AssociationError | DicomTimeout] = []
-
-        async def send(group: list[PresentationContext], batch: list[StoreItem]) -> None:
-            try:
-                await self._store_batch(node, group, batch, result, on_progress)
-            except (AssociationError, DicomTimeout) as exc:
-                errors.append(exc)
-
-        for group in _cx.store_context_groups(plan.keys()):
-            keys = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in group}
-            batch = [item for key in sorted(keys) for item in plan[key]]
-            if not batch:
-                continue
-            n = min(associations, len(batch))
-            size = -(-len(batch) // n)
-            async with anyio.create_task_group() as tg:
-                for i in range(n):
-                    tg.start_soon(send, group, batch[i * size : (i + 1) * size])
-        if errors:
-            errors[0].partial = result
-            raise errors[0]
-        return result
-
-    async def _store_batch(
-        self,
-        node: Node,
-        group: list[PresentationContext],
-        batch: list[StoreItem],
-        result: StoreResult,
-        on_progress: Callable[[InstanceOutcome], object] | None,
-    ) -> None:
-        """Send ``batch`` on one association, appending outcomes to ``result``.
-
-        Instances not sent because the association broke are appended when
-        the batch ends, so a pooled association found dead can be replaced
-        (once) without reporting anything twice.
-        """
-        for fresh in (False, True):
-            unsent: list[InstanceOutcome] = []
-            sent_any = retry = False
-            async with self._associate(node, group, fresh=fresh) as assoc:
-                try:
-                    async with aclosing(assoc.store(batch)) as outcomes:
-                        async for outcome in outcomes:
-                            if outcome.status is None:  # reported when the batch ends
-                                unsent.append(outcome)
-                                continue
-                            sent_any = True
-                            result.outcomes.append(outcome)
-                            if on_progress is not None:
-                                on_progress(outcome)
-                except AssociationAborted:
-                    retry = not (sent_any or fresh or not assoc.reused)
-                    if not retry:
-                        raise
-                finally:
-                    if not retry:
-                        result.outcomes.extend(unsent)
-                        if on_progress is not None:
-                            for outcome in unsent:
-                                on_progress(outcome)
-            if not retry:
-                return
-            log.info("%s: pooled association was closed by the peer; reconnecting", node)
+        return await send_all(
+            self._connector, node, items, associations=associations, on_progress=on_progress
+        )
 
     # ------------------------------------------------------------------ C-MOVE
 
@@ -410,7 +208,9 @@ class Client:
     ) -> AsyncGenerator[Progress, None]:
         uid = sop_class(model, "move")
         async with aclosing(
-            self._stream(node, _cx.query_contexts(), lambda a: a.move(identifier, uid, destination))
+            self._connector.stream(
+                node, _cx.query_contexts(), lambda a: a.move(identifier, uid, destination)
+            )
         ) as responses:
             async for progress in responses:
                 yield progress
@@ -477,34 +277,19 @@ class Client:
         uid = sop_class(model, "move")
         msg_id = next_message_id()
         match = _move_matcher(self.ae_title, msg_id, node, identifier)
-        box, receive = outbox(self.buffer)
-        subscription = server._subscribe(
-            match,
-            deliver=functools.partial(box.put, confirm=True),  # before the C-STORE-RSP
-        )
-        final: Progress | None = None
-        received = 0
-        try:
-            async with (
-                self._associate(node, _cx.query_contexts()) as assoc,
-                aclosing(
-                    assoc.move(
-                        identifier, uid, server.ae_title, msg_id=msg_id, channel=(box, receive)
-                    )
-                ) as items,
-            ):
-                async for item in items:
-                    if isinstance(item, Progress):
-                        final = item if item.done else final
-                        if on_progress is not None:
-                            on_progress(item)
-                    else:
-                        received += 1
-                        yield item
-        finally:
-            subscription.close()
-        if final is not None and received < final.completed + final.warning:
-            raise IncompleteRetrieve(final.completed + final.warning, received, node=node)
+
+        def subscribe(deliver: Callable[[Any], None]) -> AbstractContextManager[Any]:
+            # Each matching instance is handed over before its C-STORE-RSP.
+            return server.subscribe(match, deliver=deliver)
+
+        def start(assoc: Association) -> AsyncGenerator[Any, None]:
+            return assoc.move(identifier, uid, server.ae_title, msg_id=msg_id, merge=subscribe)
+
+        async with aclosing(
+            _received(self._connector.stream(node, _cx.query_contexts(), start), node, on_progress)
+        ) as instances:
+            async for instance in instances:
+                yield instance
 
     # ------------------------------------------------------------------ C-GET
 
@@ -552,7 +337,7 @@ class Client:
             classes = await self._discover_sop_classes(node, identifier, model)
         uid = sop_class(model, "get")
         contexts, roles = _cx.get_contexts(uid, classes)
-        storage = storage.bind(anyio.lowlevel.current_token())
+        storage = storage.bind()
 
         def start(assoc: Association) -> AsyncGenerator[Any, None]:
             assoc.store_handler = lambda event: handle_store(
@@ -560,13 +345,11 @@ class Client:
             )
             return assoc.get(identifier, uid)
 
-        async with aclosing(self._stream(node, contexts, start, roles=roles)) as items:
-            async for item in items:
-                if isinstance(item, Progress):
-                    if on_progress is not None:
-                        on_progress(item)
-                else:
-                    yield item
+        async with aclosing(
+            _received(self._connector.stream(node, contexts, start, roles=roles), node, on_progress)
+        ) as instances:
+            async for instance in instances:
+                yield instance
 
     async def _discover_sop_classes(self, node: Node, identifier: Dataset, model: str) -> list[str]:
         """SOP classes of the instances ``identifier`` names: C-FIND down to IMAGE level.
@@ -583,32 +366,66 @@ class Client:
         return sorted(found) or list(_cx.DEFAULT_GET_SOP_CLASSES)
 
     async def _walk_to_images(self, node: Node, identifier: Dataset, model: str) -> set[str]:
-        uid = sop_class(model, "find")
-        level = LEVELS.index(str(identifier.QueryRetrieveLevel))
-        known = {k: identifier.get(k) for k in UNIQUE_KEYS.values() if identifier.get(k)}
-        below = LEVELS[level + 1 :] or ("IMAGE",)
+        """C-FINDs level by level, each naming the unique keys found above it."""
+        query = Query.from_dataset(identifier, model=model)
+        known = {k: v for k, v in query.keys.items() if k in UNIQUE_KEYS.values()}
+        below = LEVELS[LEVELS.index(query.level) + 1 :] or ("IMAGE",)
         classes: set[str] = set()
-        async with self._associate(node, _cx.query_contexts()) as assoc:
-            frontier = [known]
-            for lower in below:
-                key = UNIQUE_KEYS[lower]
+        uid = sop_class(model, "find")
+
+        async def walk(assoc: Association) -> None:
+            frontier: list[dict[str, Any]] = [known]
+            for level in below:
+                key = UNIQUE_KEYS[level]
+                wanted = "SOPClassUID" if level == "IMAGE" else key
                 next_frontier: list[dict[str, Any]] = []
                 for keys in frontier:
-                    ds = Dataset()
-                    ds.QueryRetrieveLevel = lower
-                    for keyword, value in keys.items():
-                        setattr(ds, keyword, value)
-                    setattr(ds, key, keys.get(key, ""))
-                    if lower == "IMAGE":
-                        ds.SOPClassUID = ""
-                    async with aclosing(assoc.find(ds, uid)) as responses:
+                    step = Query(level, keys, model=model, defaults=False).returning(key, wanted)
+                    async with aclosing(assoc.find(step.to_dataset(), uid)) as responses:
                         async for rsp in responses:
-                            if lower == "IMAGE" and rsp.get("SOPClassUID"):
+                            if rsp.get(wanted) and level == "IMAGE":
                                 classes.add(str(rsp.SOPClassUID))
-                            elif lower != "IMAGE" and rsp.get(key):
-                                next_frontier.append({**keys, key: rsp.get(key)})
+                            elif rsp.get(wanted):
+                                next_frontier.append({**keys, key: str(rsp.get(key))})
                 frontier = next_frontier
+
+        await self._connector.run(node, _cx.query_contexts(), walk)
         return classes
+
+
+async def _received(
+    items: AsyncGenerator[Any, None], node: Node, on_progress: ProgressCallback | None
+) -> AsyncGenerator[ReceivedInstance, None]:
+    """The instances of a retrieve's stream, then a check that all of them came.
+
+    The stream mixes :class:`Progress` (to ``on_progress``) and instances
+    (yielded).  At its end, sub-operations the peer reports as failed, or as
+    completed but never received here, raise :class:`IncompleteRetrieve`: a
+    retrieve that did not get everything never passes for a complete one.
+    """
+    final: Progress | None = None
+    received = 0
+    async with aclosing(items):
+        async for item in items:
+            if isinstance(item, Progress):
+                final = item if item.done else final
+                if on_progress is not None:
+                    on_progress(item)
+            else:
+                received += 1
+                yield item
+    if final is None:
+        return
+    expected = final.completed + final.warning + final.failed
+    if final.failed or received < final.completed + final.warning:
+        raise IncompleteRetrieve(
+            expected,
+            received,
+            failed=final.failed,
+            failed_instances=final.failed_instances,
+            progress=final,
+            node=node,
+        )
 
 
 def _move_matcher(

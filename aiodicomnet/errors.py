@@ -13,12 +13,13 @@ meaning.
     |   +-- AssociationRejected A-ASSOCIATE-RJ (result, source, reason decoded)
     |   +-- AssociationAborted  A-ABORT / A-P-ABORT or connection lost mid-way
     |   +-- NegotiationError    accepted, but without a context we need
+    |   +-- ProtocolError       the peer broke the protocol (e.g. undecodable response)
     +-- DicomTimeout            a configured timeout ran out (also TimeoutError)
     |   +-- ConnectTimeout      TCP connect
     |   +-- AssociationTimeout  ACSE: no A-ASSOCIATE-AC/RJ in time
     |   +-- DimseTimeout        no DIMSE response in time
     +-- StatusError             the peer answered with a failure status
-    +-- IncompleteRetrieve      the peer reports sub-operations we never received
+    +-- IncompleteRetrieve      a retrieve did not bring everything (failed or missing)
     +-- StorageError            a received instance could not be stored
 
 ``DicomTimeout`` also derives from the built-in :class:`TimeoutError`, so
@@ -44,6 +45,7 @@ __all__ = [
     "DimseTimeout",
     "IncompleteRetrieve",
     "NegotiationError",
+    "ProtocolError",
     "QueryError",
     "StatusError",
     "StorageError",
@@ -196,22 +198,62 @@ class StatusError(DicomError):
 
 
 class IncompleteRetrieve(DicomError):
-    """A C-MOVE retrieve ended, but fewer instances arrived than the peer completed.
+    """A retrieve (C-MOVE to our Storage SCP, or C-GET) ended without everything it asked for.
+
+    Raised after the last instance that did arrive was yielded, so a caller
+    iterating the retrieve has seen all of them; a caller awaiting it finds
+    them in :attr:`partial` (a list of
+    :class:`~aiodicomnet.ReceivedInstance`).  Two causes, both counted:
+    sub-operations the peer reports as failed (with the Failed SOP Instance
+    UID List when it sends one), and sub-operations it reports as completed
+    that never reached us (sent to another AE, or without Move Originator
+    information we could match).
 
     Attributes:
-        expected: completed + warning sub-operations, as the peer reported them.
-        received: instances that reached our Storage SCP for this request.
+        expected: completed + warning + failed sub-operations, as the peer reported them.
+        received: instances that arrived for this request.
+        failed: sub-operations the peer reports as failed.
+        failed_instances: SOP Instance UIDs the peer listed as failed.
+        progress: the final :class:`~aiodicomnet.Progress`, when there was one.
     """
 
-    def __init__(self, expected: int, received: int, *, node: Node | None = None) -> None:
+    def __init__(
+        self,
+        expected: int,
+        received: int,
+        *,
+        failed: int = 0,
+        failed_instances: tuple[str, ...] = (),
+        progress: Any = None,
+        node: Node | None = None,
+    ) -> None:
         self.expected = expected
         self.received = received
-        super().__init__(
-            f"the peer completed {expected} C-STORE sub-operations but {received} "
-            "arrived for this request (sent to another AE, or without Move Originator "
-            "information we could match)",
-            node=node,
-        )
+        self.failed = failed
+        self.failed_instances = failed_instances
+        self.progress = progress
+        text = f"retrieve incomplete: {received} of {expected} instances arrived"
+        if failed:
+            text += f"; the peer reports {failed} failed sub-operation(s)"
+            if failed_instances:
+                shown = ", ".join(failed_instances[:5])
+                more = f" and {len(failed_instances) - 5} more" if len(failed_instances) > 5 else ""
+                text += f" ({shown}{more})"
+        missing = expected - failed - received
+        if missing > 0:
+            text += (
+                f"; {missing} completed sub-operation(s) never arrived for this request "
+                "(sent to another AE, or without Move Originator information we could match)"
+            )
+        super().__init__(text, node=node)
+
+
+class ProtocolError(AssociationError):
+    """The peer sent something the DIMSE protocol does not allow (for example a
+    pending C-FIND response whose identifier cannot be decoded).
+
+    The association is aborted: what follows on it cannot be trusted.
+    """
 
 
 class StorageError(DicomError):

@@ -1,5 +1,13 @@
 """Many PACS at once: C-ECHO and C-FIND fanned out over several nodes.
 
+A recipe over :class:`~aiodicomnet.Client` (which does not know about it)::
+
+    results = await echo_all(client, nodes)            # NodeResults[float]
+    found = await find_all(client, nodes, query)       # FindAllResult
+    for r in found:                                    # one NodeResult per node, as echo_all
+        print(r.node, r.error or len(r.value))
+    studies = found.merged()                           # de-duplicated by UID
+
 Each node gets its own task and its own timeout; a dead or slow node costs
 at most its timeout and never fails the others: its error is returned with
 its name, typed, next to the other nodes' results.
@@ -19,12 +27,22 @@ from pydicom.dataset import Dataset
 
 from .errors import DicomError, DicomTimeout
 from .nodes import Node
-from .query import UNIQUE_KEYS, as_identifier
+from .query import UNIQUE_KEYS, QueryLike, as_identifier
 
 if TYPE_CHECKING:
-    from .client import Client, QueryLike
+    from .client import Client
 
-__all__ = ["FindAll", "FindAllResult", "Found", "Merged", "NodeResult", "merge"]
+__all__ = [
+    "FindAll",
+    "FindAllResult",
+    "Found",
+    "Merged",
+    "NodeResult",
+    "NodeResults",
+    "echo_all",
+    "find_all",
+    "merge",
+]
 
 T = TypeVar("T")
 
@@ -49,6 +67,31 @@ class NodeResult(Generic[T]):
     def ok(self) -> bool:
         """Whether the node answered without error."""
         return self.error is None
+
+
+class NodeResults(list[NodeResult[T]]):
+    """One :class:`NodeResult` per node, in the order the nodes were given."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every node answered without error."""
+        return all(r.ok for r in self)
+
+    @property
+    def errors(self) -> dict[Node, DicomError]:
+        """The nodes that failed, with their typed errors."""
+        return {r.node: r.error for r in self if r.error is not None}
+
+    def of(self, node: Node) -> NodeResult[T]:
+        """The result of ``node``.
+
+        Raises:
+            KeyError: ``node`` was not among the nodes.
+        """
+        for r in self:
+            if r.node == node:
+                return r
+        raise KeyError(node)
 
 
 @dataclass(frozen=True)
@@ -99,11 +142,47 @@ def _node_timeout(node: Node, seconds: float) -> DicomTimeout:
     )
 
 
+async def echo_all(
+    client: Client, nodes: Iterable[Node], *, node_timeout: float | None = 10.0
+) -> NodeResults[float]:
+    """C-ECHO every node at once; one :class:`NodeResult` (round trip in seconds) each.
+
+    A node that fails, or does not answer within ``node_timeout`` seconds,
+    gets its typed error in its result; it never delays the others beyond
+    ``node_timeout`` nor raises.
+    """
+    return await run_each(list(nodes), client.echo, node_timeout)
+
+
+def find_all(
+    client: Client,
+    nodes: Iterable[Node],
+    query: QueryLike,
+    *,
+    model: str | None = None,
+    node_timeout: float | None = 30.0,
+) -> FindAll:
+    """C-FIND on every node at once, each within ``node_timeout`` seconds.
+
+    ``await`` it for a :class:`FindAllResult`: iterable, one
+    :class:`NodeResult` per node (its identifiers, or its error) like
+    :func:`echo_all`, plus ``found`` (every identifier with its node, in
+    arrival order) and ``merged()``.  Or stream with ``async with
+    find_all(...) as results: async for found in results``.
+
+    Raises:
+        QueryError: at once, for a malformed query.
+    """
+    return FindAll(
+        client, list(nodes), query, model=model, node_timeout=node_timeout, buffer=client.buffer
+    )
+
+
 async def run_each(
     nodes: Sequence[Node],
     work: Callable[[Node], Awaitable[T]],
     node_timeout: float | None,
-) -> list[NodeResult[T]]:
+) -> NodeResults[T]:
     """Run ``work(node)`` for every node concurrently; collect results and errors."""
     results: list[NodeResult[T] | None] = [None] * len(nodes)
 
@@ -123,22 +202,23 @@ async def run_each(
     async with anyio.create_task_group() as tg:
         for i, node in enumerate(nodes):
             tg.start_soon(one, i, node)
-    return [r for r in results if r is not None]
+    return NodeResults(r for r in results if r is not None)
 
 
-@dataclass
-class FindAllResult:
+class FindAllResult(NodeResults[list[Dataset]]):
     """Everything several nodes answered to one C-FIND.
+
+    Iterate it for one :class:`NodeResult` per node (``value``: the
+    identifiers that node returned, or ``None`` with its ``error``), as for
+    :func:`echo_all`.
 
     Attributes:
         found: every identifier with its node, in arrival order.
-        errors: the nodes that failed, with their typed errors.
-        per_node: one :class:`NodeResult` per node (value: how many it found).
     """
 
-    found: list[Found]
-    errors: dict[Node, DicomError]
-    per_node: list[NodeResult[int]]
+    def __init__(self, per_node: Iterable[NodeResult[list[Dataset]]], found: list[Found]) -> None:
+        super().__init__(per_node)
+        self.found = found
 
     def merged(self, level: str | None = None) -> list[Merged]:
         """The identifiers de-duplicated by their unique key (see :func:`merge`)."""
@@ -146,12 +226,12 @@ class FindAllResult:
 
 
 class FindAll:
-    """A C-FIND sent to several nodes at once (made by :meth:`Client.find_all`).
+    """A C-FIND sent to several nodes at once (made by :func:`find_all`).
 
     ``await`` it for a :class:`FindAllResult`; or stream the results as they
     arrive from any node::
 
-        async with client.find_all(nodes, query, node_timeout=10) as results:
+        async with find_all(client, nodes, query, node_timeout=10) as results:
             async for found in results:
                 print(found.node.name, found.dataset.PatientName)
         print(results.errors)   # nodes that failed, after the stream ended
@@ -176,24 +256,24 @@ class FindAll:
         self._stack: AsyncExitStack | None = None
         self._receive: MemoryObjectReceiveStream[Found] | None = None
         self.errors: dict[Node, DicomError] = {}
-        self.per_node: list[NodeResult[int]] = []
+        self._per_node: NodeResults[list[Dataset]] = NodeResults()
         as_identifier(query, model, service="find")  # a malformed query fails here, at once
 
     async def _run(self, send: MemoryObjectSendStream[Found]) -> None:
-        async def work(node: Node) -> int:
-            count = 0
+        async def work(node: Node) -> list[Dataset]:
+            found: list[Dataset] = []
             async with self._client.find(node, self._query, model=self._model) as responses:
                 async for ds in responses:
                     try:
                         await send.send(Found(node, ds))
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         break  # the consumer stopped early: C-CANCEL the rest
-                    count += 1
-            return count
+                    found.append(ds)
+            return found
 
         async with send:
-            self.per_node = await run_each(self._nodes, work, self._timeout)
-        self.errors = {r.node: r.error for r in self.per_node if r.error is not None}
+            self._per_node = await run_each(self._nodes, work, self._timeout)
+        self.errors = self._per_node.errors
 
     async def __aenter__(self) -> FindAll:
         send, self._receive = anyio.create_memory_object_stream[Found](self._buffer)
@@ -210,7 +290,7 @@ class FindAll:
 
     def __aiter__(self) -> AsyncIterator[Found]:
         if self._receive is None:
-            raise RuntimeError("use 'async with client.find_all(...) as results:' to stream")
+            raise RuntimeError("use 'async with find_all(...) as results:' to stream")
         return self._receive.__aiter__()
 
     async def _collect(self) -> FindAllResult:
@@ -218,7 +298,7 @@ class FindAll:
         async with self as results:
             async for item in results:
                 found.append(item)
-        return FindAllResult(found, self.errors, self.per_node)
+        return FindAllResult(self._per_node, found)
 
     def __await__(self) -> Generator[Any, None, FindAllResult]:
         return self._collect().__await__()

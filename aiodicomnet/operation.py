@@ -6,6 +6,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from contextlib import aclosing
 from typing import Any, Generic, TypeVar
 
+from .errors import DicomError
+
 __all__ = ["Operation", "as_list", "last"]
 
 T = TypeVar("T")
@@ -18,6 +20,9 @@ class Operation(Generic[T, R]):
     * ``async for item in op`` yields items as responses arrive;
     * ``await op`` runs it to the end and returns its result;
     * ``async with op as items:`` closes it deterministically on exit.
+
+    When awaited, an error raised midway carries what had arrived before it
+    in its ``partial`` attribute (a list of items).
 
     The operation starts when first iterated or awaited; an Operation can be
     consumed once.
@@ -52,9 +57,16 @@ class Operation(Generic[T, R]):
 
     async def _run(self) -> R:
         items: list[T] = []
-        async with aclosing(self.__aiter__()) as gen:  # type: ignore[type-var]
-            async for item in gen:
-                items.append(item)
+        try:
+            async with aclosing(self.__aiter__()) as gen:  # type: ignore[type-var]
+                async for item in gen:
+                    items.append(item)
+        except DicomError as exc:
+            # What arrived before the error (for example the instances of an
+            # incomplete retrieve) stays reachable.
+            if exc.partial is None:
+                exc.partial = items
+            raise
         return self._finish(items)
 
     def __await__(self) -> Generator[Any, None, R]:

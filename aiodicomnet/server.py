@@ -46,12 +46,9 @@ Shutdown
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import logging
-import selectors
-import socket
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -59,32 +56,27 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    AllTransferSyntaxes,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
 from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
-from ._dimse.bridge import run_in_thread
+from . import transfer_syntaxes as _ts
+from ._dimse.acceptor import Acceptor
+from ._dimse.bridge import Closed, Outbox, outbox, run_in_thread
+from ._dimse.incoming import handle_store
 from ._dimse.patches import CONN_OPEN_HANDLER, RequestorAE
+from ._dimse.patches import copy_context as _copy_context
 from .nodes import Node, validate_ae_title
 from .storage import (
     CallbackStorage,
     DeliveryRefused,
+    DiskStorage,
     MemoryStorage,
     ReceivedInstance,
     Storage,
-    handle_store,
 )
 from .timeouts import Timeouts
 
@@ -92,24 +84,10 @@ __all__ = ["STORAGE_TRANSFER_SYNTAXES", "StorageServer", "Subscription"]
 
 LOGGER = logging.getLogger("aiodicomnet.server")
 
-_UNCOMPRESSED = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-)
-# JPIP HTJ2K Referenced Deflate has a deflated data set that pydicom does not
-# flag as deflated; we could not parse its header, so we do not accept it.
-_NOT_ACCEPTED = frozenset({"1.2.840.10008.1.2.4.205"})
-
 #: Transfer syntaxes accepted for every storage SOP class, in order of
-#: preference when a requestor proposes several in one presentation context:
-#: uncompressed first, then every compressed syntax pydicom knows (stored as
-#: received, never transcoded).
-STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    *_UNCOMPRESSED,
-    *(ts for ts in AllTransferSyntaxes if ts not in _UNCOMPRESSED and ts not in _NOT_ACCEPTED),
-)
+#: preference (:data:`aiodicomnet.transfer_syntaxes.STORAGE`): uncompressed
+#: first, then every compressed syntax pydicom knows (stored as received).
+STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = _ts.STORAGE
 
 DEFAULT_MAX_PDU = 256 * 1024
 
@@ -120,7 +98,7 @@ def _storage_contexts() -> tuple[PresentationContext, ...]:
 
     Never handed out as such: :meth:`StorageServer._contexts` returns copies.
     """
-    contexts = [build_context(Verification, list(_UNCOMPRESSED))]
+    contexts = [build_context(Verification, list(_ts.NATIVE))]
     syntaxes = list(STORAGE_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
         assert cx.abstract_syntax is not None
@@ -128,68 +106,17 @@ def _storage_contexts() -> tuple[PresentationContext, ...]:
     return tuple(contexts)
 
 
-def _copy_context(cx: PresentationContext) -> PresentationContext:
-    """A copy of a context that can be modified without touching the original.
-
-    (A deep copy of all ~170 takes ~30 ms; their UIDs are immutable strings.)
-    """
-    new = copy.copy(cx)
-    syntaxes = getattr(cx, "_transfer_syntax", None)
-    if not isinstance(syntaxes, list):  # pragma: no cover - another pynetdicom
-        return copy.deepcopy(cx)
-    new._transfer_syntax = list(syntaxes)
-    return new
-
-
-def _offer(stream: MemoryObjectSendStream[ReceivedInstance], instance: ReceivedInstance) -> bool:
-    """Queue ``instance`` if there is room now (runs on the event loop)."""
-    try:
-        stream.send_nowait(instance)
-    except anyio.WouldBlock:
-        return False
-    return True
-
-
-class _SharedContexts(list[PresentationContext]):
-    """The server's supported contexts, shared (not copied) by its associations.
-
-    pynetdicom deep-copies the acceptor's supported contexts for every new
-    association: with ~170 storage SOP classes times ~40 transfer syntaxes
-    that is ~35 ms of CPU (holding the GIL) per association. Negotiation only
-    reads them (``negotiate_as_acceptor`` builds new result contexts), so a
-    shallow copy is enough.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
-        return list(self)
-
-
-class _Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server, run by our own accept loop."""
-
-    def service_actions(self) -> None:
-        """Nothing: pynetdicom calls ``gc.collect()`` here every 60 polls."""
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        """Accept, and make the new socket blocking whatever the platform inherits."""
-        sock, address = super().get_request()
-        sock.setblocking(True)
-        return sock, address
-
-
 class Subscription:
     """Instances matching a predicate, routed away from the main stream.
 
-    Made by :meth:`StorageServer._subscribe`; a context manager. Either it has
-    its own bounded stream (``receive``, iterate it on the event loop), or it
+    Made by :meth:`StorageServer.subscribe`; a context manager. Either it has
+    its own bounded stream (iterate the subscription on the event loop), or it
     hands each instance to a ``deliver`` callable in the association thread.
     Closing unsubscribes and closes the stream (instances still queued in it
     are dropped, so drain it first).
 
     Attributes:
         match: the predicate, called in the association thread.
-        receive: the receive end of the subscription's stream; ``None`` when
-            made with ``deliver``.
         closed: whether it was closed (or its ``deliver`` refused an instance).
     """
 
@@ -204,19 +131,19 @@ class Subscription:
         self.closed = False
         self._server = server
         self._deliver = deliver
-        self._send: MemoryObjectSendStream[ReceivedInstance] | None = None
-        self.receive: MemoryObjectReceiveStream[ReceivedInstance] | None = None
+        self._box: Outbox[ReceivedInstance] | None = None
+        self._receive: MemoryObjectReceiveStream[ReceivedInstance] | None = None
         if deliver is None:
-            self._send, self.receive = anyio.create_memory_object_stream[ReceivedInstance](buffer)
+            self._box, self._receive = outbox(max(1, buffer))
 
     def close(self) -> None:
         """Unsubscribe and close the stream (call on the event loop)."""
         self.closed = True
         self._server._unsubscribe(self)
-        if self._send is not None:
-            self._send.close()
-        if self.receive is not None:
-            self.receive.close()
+        if self._box is not None:
+            self._box.abandon()
+        if self._receive is not None:
+            self._receive.close()
 
     def __enter__(self) -> Subscription:
         """The subscription itself; it is closed on exit."""
@@ -225,11 +152,26 @@ class Subscription:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __aiter__(self) -> MemoryObjectReceiveStream[ReceivedInstance]:
+    @property
+    def pending(self) -> int:
+        """Instances queued in the subscription's stream, not yet read."""
+        return 0 if self._receive is None else self._receive.statistics().current_buffer_used
+
+    def __aiter__(self) -> Subscription:
         """Iterate the subscription's stream."""
-        if self.receive is None:
+        if self._receive is None:
             raise TypeError("this subscription delivers to a callable; it has no stream")
-        return self.receive
+        return self
+
+    async def __anext__(self) -> ReceivedInstance:
+        """The next instance routed to this subscription."""
+        assert self._receive is not None and self._box is not None
+        try:
+            instance = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        self._box.taken()
+        return instance
 
 
 class StorageServer:
@@ -240,6 +182,8 @@ class StorageServer:
         host: the address to listen on.
         port: the TCP port; 0 picks a free one (see :attr:`port`).
         storage: where instances go; default :class:`~.storage.MemoryStorage`.
+        directory: shorthand for ``storage=DiskStorage(directory)`` (as for
+            :class:`~aiodicomnet.Archive`); give one of the two, not both.
         allowed_calling_aets: if given, only these calling AE titles may associate.
         check_called_aet: reject associations that do not call ``ae_title``.
         max_associations: simultaneous associations; more are rejected (transient).
@@ -250,8 +194,15 @@ class StorageServer:
         stream: queue instances for ``async for``. ``None`` (default) means
             yes, except with a :class:`~.storage.CallbackStorage` (whose
             callback already consumes them). With ``False`` instances are
-            stored and acknowledged without being queued.
+            stored and acknowledged without being queued.  A streaming server
+            that nobody reads holds senders back once ``buffer`` instances
+            wait (backpressure: nothing is acknowledged that is not queued);
+            it says so in the log (warning, logger ``aiodicomnet.server``)
+            after ``stall_warning`` seconds.  (An :class:`~aiodicomnet.Archive`
+            defaults to ``stream=False``: it keeps what it receives.)
         grace: seconds that open associations may go on after the block exits.
+        stall_warning: seconds a full, unread stream may hold a sender before
+            the warning.
     """
 
     def __init__(
@@ -261,6 +212,7 @@ class StorageServer:
         port: int = 0,
         *,
         storage: Storage | None = None,
+        directory: str | os.PathLike[str] | None = None,
         allowed_calling_aets: list[str] | tuple[str, ...] | set[str] | None = None,
         check_called_aet: bool = True,
         max_associations: int = 16,
@@ -269,10 +221,15 @@ class StorageServer:
         buffer: int = 16,
         stream: bool | None = None,
         grace: float = 5.0,
+        stall_warning: float = 10.0,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.host = host
         self._requested_port = port
+        if storage is not None and directory is not None:
+            raise TypeError("give storage= or directory=, not both")
+        if directory is not None:
+            storage = DiskStorage(directory)
         self.storage = storage if storage is not None else MemoryStorage()
         self.allowed_calling_aets = (
             None
@@ -292,18 +249,16 @@ class StorageServer:
         self.buffer = buffer
         self.stream = not isinstance(self.storage, CallbackStorage) if stream is None else stream
         self.grace = grace
+        self.stall_warning = stall_warning
 
         self._lock = threading.Lock()
         self._subscriptions: list[Subscription] = []
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._bound: Storage = self.storage
-        self._send: MemoryObjectSendStream[ReceivedInstance] | None = None
+        self._box: Outbox[ReceivedInstance] | None = None
         self._receive: MemoryObjectReceiveStream[ReceivedInstance] | None = None
         self._ae: AE | None = None
         self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
         self._stopping = False
         self._closing = False
         self._port = 0
@@ -327,8 +282,8 @@ class StorageServer:
         if self._server is not None:
             raise RuntimeError("the server is already running")
         self._token = anyio.lowlevel.current_token()
-        self._bound = self.storage.bind(self._token)
-        self._send, self._receive = anyio.create_memory_object_stream[ReceivedInstance](self.buffer)
+        self._bound = self.storage.bind()
+        self._box, self._receive = outbox(max(1, self.buffer))
         self._stopping = self._closing = False
         try:
             # Building the contexts and binding take CPU time: not on the loop.
@@ -337,7 +292,6 @@ class StorageServer:
                 await self._in_thread(self._start)
         except BaseException:
             self._close_streams()
-            self._close_wake()
             raise
         LOGGER.info(
             "%s listening on %s:%d (storage: %s)",
@@ -368,9 +322,12 @@ class StorageServer:
             raise RuntimeError("the server is not running")
         self._check_loop()
         try:
-            return await self._receive.receive()
+            instance = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
+        assert self._box is not None
+        self._box.taken()
+        return instance
 
     # -- hooks for subclasses and the client ------------------------------------------
 
@@ -415,7 +372,7 @@ class StorageServer:
         closing). The default does nothing; an index undoes its entry here.
         """
 
-    def _subscribe(
+    def subscribe(
         self,
         match: Callable[[ReceivedInstance], bool],
         buffer: int = 16,
@@ -471,6 +428,7 @@ class StorageServer:
     # -- association thread side -----------------------------------------------------
 
     def _on_c_store(self, event: evt.Event) -> Dataset:
+        """The C-STORE SCP step (:func:`._dimse.incoming.handle_store`): check, store, deliver."""
         return handle_store(event, self._bound, self._deliver, logger=LOGGER)
 
     def _deliver(self, instance: ReceivedInstance) -> None:
@@ -491,13 +449,13 @@ class StorageServer:
             chosen = self._claimant(instance, tried)
             if chosen is None:
                 if self.stream:
-                    self._queue(self._send, instance)
+                    self._queue(self._box, instance)
                 return
             try:
                 if chosen._deliver is not None:
                     chosen._deliver(instance)
                 else:
-                    self._queue(chosen._send, instance)
+                    self._queue(chosen._box, instance)
                 return
             except Exception as exc:
                 LOGGER.debug("subscription gone (%r); routing the instance elsewhere", exc)
@@ -516,26 +474,30 @@ class StorageServer:
                 LOGGER.exception("subscription predicate raised; treated as no match")
         return None
 
-    def _queue(
-        self, target: MemoryObjectSendStream[ReceivedInstance] | None, instance: ReceivedInstance
-    ) -> None:
+    def _queue(self, box: Outbox[ReceivedInstance] | None, instance: ReceivedInstance) -> None:
         """Put ``instance`` in a stream, waiting while it is full (association thread).
 
         Raises:
             DeliveryRefused: the stream is closed or the event loop is gone.
         """
-        token = self._token
-        if target is None or token is None:
+        if box is None:
             raise DeliveryRefused("the server is closing")
         try:
-            # A plain call on the loop when there is room (cheaper than a
-            # task); otherwise wait in send() until there is.
-            if not anyio.from_thread.run_sync(_offer, target, instance, token=token):
-                anyio.from_thread.run(target.send, instance, token=token)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            box.put(
+                instance, confirm=True, stalled=self._warn_stalled, stall_after=self.stall_warning
+            )
+        except Closed:
             raise DeliveryRefused("the server is closing") from None
-        except RuntimeError as exc:  # the event loop is gone
-            raise DeliveryRefused(f"the event loop is gone: {exc}") from exc
+
+    def _warn_stalled(self) -> None:
+        LOGGER.warning(
+            "%s: the receive stream is full (%d instances) and nobody has read from it for "
+            "%.0f s; senders are held back until it is read. Iterate the server "
+            "(async for instance in server) or make it with stream=False.",
+            self.ae_title,
+            max(1, self.buffer),
+            self.stall_warning,
+        )
 
     def _on_accepted(self, event: evt.Event) -> None:
         requestor = event.assoc.requestor
@@ -577,49 +539,15 @@ class StorageServer:
     def _start(self) -> None:
         """Bind, listen and start the accept loop (in a thread of ours, not on the loop)."""
         ae = self._make_ae()
-        contexts = _SharedContexts(self._contexts())
-        server = ae.make_server(
+        acceptor = Acceptor(
+            ae,
             (self.host, self._requested_port),
-            contexts=contexts,
-            evt_handlers=list(self._handlers()),
-            server_class=_Server,
+            self._contexts(),
+            self._handlers(),
+            name=f"aiodicomnet-scp-{self.ae_title}",
         )
-        try:
-            assert server.socket is not None
-            server.socket.setblocking(False)  # accept only when select() says so
-            port = int(server.server_address[1])
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            thread = threading.Thread(
-                target=self._serve,
-                args=(server,),
-                name=f"aiodicomnet-scp-{self.ae_title}:{port}",
-                daemon=True,
-            )
-            thread.start()
-        except BaseException:
-            server.server_close()
-            self._close_wake()
-            raise
-        self._ae, self._server, self._port, self._thread = ae, server, port, thread
-
-    def _serve(self, server: Any) -> None:
-        """The accept loop (our thread): wakes on a connection or on stop."""
-        assert self._wake_r is not None
-        try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(server.socket, selectors.EVENT_READ)
-                selector.register(self._wake_r, selectors.EVENT_READ)
-                while not self._stopping:
-                    ready = selector.select()
-                    if self._stopping:
-                        break
-                    for key, _ in ready:
-                        if key.fileobj is server.socket:
-                            # accept (non-blocking listener) and start the association
-                            server._handle_request_noblock()
-        except Exception:  # pragma: no cover - defensive
-            LOGGER.exception("the accept loop of %s failed", self.ae_title)
+        acceptor.start()
+        self._ae, self._server, self._port = ae, acceptor, acceptor.port
 
     async def _shutdown(self) -> None:
         if self._server is None:
@@ -633,10 +561,8 @@ class StorageServer:
         deadline = time.monotonic() + self.grace
         await self._in_thread(self._stop_listening)
         await self._in_thread(self._finish_associations, deadline)
-        self._close_wake()
         self._server = None
         self._ae = None
-        self._thread = None
         LOGGER.info("%s on port %d stopped", self.ae_title, self._port)
         self._port = 0
 
@@ -646,61 +572,26 @@ class StorageServer:
         if self._receive is not None:
             dropped = self._receive.statistics().current_buffer_used
             self._receive.close()
-        if self._send is not None:
-            self._send.close()
+        if self._box is not None:
+            self._box.abandon()
         with self._lock:
             subscriptions = list(self._subscriptions)
         for subscription in subscriptions:
             subscription.close()
         return dropped
 
-    def _close_wake(self) -> None:
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self._wake_r = self._wake_w = None
-
     def _stop_listening(self) -> None:
-        """Stop the accept loop, close the listening socket, reap request threads."""
+        """Stop the accept loop; close the listening socket and the connections that
+        never sent a complete A-ASSOCIATE-RQ."""
         self._stopping = True
-        if self._wake_w is not None:
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"\0")
-        if self._thread is not None:
-            self._thread.join()
-        # Closes the listening socket and joins the short-lived request threads
-        # (each only creates and starts an association thread).
-        self._server.server_close()
+        self._server.stop()
 
     def _associations(self) -> list[Any]:
-        ae = self._ae
-        return [] if ae is None else [a for a in ae.active_associations if a.is_acceptor]
+        return [] if self._server is None else self._server.associations()
 
     def _finish_associations(self, deadline: float) -> None:
-        """Let open associations finish until ``deadline``, then abort the rest."""
-        associations = self._associations()
-        for assoc in associations:
-            assoc.join(max(0.0, deadline - time.monotonic()))
-        remaining = [a for a in associations if a.is_alive()]
-        if remaining:
-            LOGGER.warning(
-                "aborting %d association(s) still open after %.1f s", len(remaining), self.grace
-            )
-        for assoc in remaining:
-            try:
-                if assoc.is_established:
-                    assoc.abort()
-                else:
-                    # Still waiting for the A-ASSOCIATE-RQ (a peer that connected
-                    # and went quiet): pynetdicom cannot abort from that state;
-                    # wake the wait as its ACSE timeout would.
-                    assoc.dul.to_user_queue.put(None)
-            except Exception:  # pragma: no cover - defensive
-                LOGGER.exception("aborting an association failed")
-        for assoc in remaining:
-            assoc.join(10.0)
-            if assoc.is_alive():  # pragma: no cover - pynetdicom stuck
-                LOGGER.error("association thread %s did not stop", assoc.name)
+        """Let open associations finish until ``deadline``, then abort the rest (bounded)."""
+        self._server.finish(deadline, self.grace)
 
     async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
         """Run blocking ``fn`` in a thread of our own (:func:`._dimse.bridge.run_in_thread`)."""

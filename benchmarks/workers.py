@@ -693,6 +693,7 @@ def browse_adn(
         SeriesEntry,
         StudyEntry,
         _int,
+        browse,
     )
     from aiodicomnet.client import Client
     from aiodicomnet.nodes import Node
@@ -763,7 +764,7 @@ def browse_adn(
         t0 = time.perf_counter()
         timeouts = Timeouts(dimse=DIMSE_TIMEOUT)
         async with CountingClient("ADNSCU", timeouts=timeouts, pool=config) as c:
-            tree = await (c.browse(node, query) if how == "browse" else walk(c))
+            tree = await (browse(c, node, query) if how == "browse" else walk(c))
         seconds = time.perf_counter() - t0
         sha, studies, series, instances = digest(tree)
         return {

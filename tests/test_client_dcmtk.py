@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -33,6 +34,25 @@ async def test_echo_and_store_to_storescp(storescp: StoreScp, no_leaks: Any) -> 
     on_disk = {dcmread(p).SOPInstanceUID: dcmread(p) for p in storescp.received_files()}
     for ds in series:
         assert on_disk[ds.SOPInstanceUID].PixelData == ds.PixelData
+
+
+async def test_pool_never_blocks_a_single_association_scp(
+    storescp: StoreScp, no_leaks: Any
+) -> None:
+    """storescp without --fork serves one association at a time.
+
+    The echo leaves an idle pooled association (query contexts); the store
+    needs other contexts. Without releasing the idle one first, storescp
+    would not answer the store's A-ASSOCIATE-RQ until the idle timeout.
+    """
+    series = make_series(2, patient_id="DCMTK02")
+    pool = adn.PoolConfig(idle_timeout=60)
+    async with Client("ADNPOOL", pool=pool, timeouts=adn.Timeouts(acse=30)) as client:
+        await client.echo(storescp.node)
+        assert client.idle_associations(storescp.node) == 1
+        with anyio.fail_after(10):
+            result = await client.store(storescp.node, series)
+    assert result.ok
 
 
 async def test_socket_options(storescp_nagle: StoreScp, no_leaks: Any) -> None:

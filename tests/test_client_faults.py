@@ -95,8 +95,14 @@ async def test_no_accepted_context(peer: ScriptedSCP, no_leaks: Any) -> None:
     ds.SOPClassUID = "1.2.3.4.5.6.7"  # not a storage SOP class
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     async with Client("TESTSCU", timeouts=FAST) as client:
-        with pytest.raises(adn.NegotiationError, match="no presentation context"):
-            await client.store(peer.node, ds)
+        result = await client.store(peer.node, ds)
+    # Reported per instance, "not sent" with the reason; not raised.
+    assert not result.ok and len(result) == 1
+    (outcome,) = result.outcomes
+    assert outcome.status is None and outcome.sop_instance_uid == ds.SOPInstanceUID
+    assert outcome.error is not None
+    assert "no presentation context was accepted" in outcome.error
+    assert "1.2.3.4.5.6.7" in outcome.error
 
 
 # ---------------------------------------------------------------------- C-ECHO / DIMSE
@@ -232,7 +238,10 @@ async def test_bare_break_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> No
         async for _ in client.find(peer.node, Query.study()):
             break
         assert await anyio.to_thread.run_sync(peer.cancelled.wait, 5)
-        assert await anyio.to_thread.run_sync(peer.released.wait, 5)
+        # Cancelled cleanly: the association goes back to the pool, healthy.
+        await client.echo(peer.node)
+        assert peer.accepted_count == 1
+    assert await anyio.to_thread.run_sync(peer.released.wait, 5)
 
 
 async def test_task_cancel_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> None:
@@ -321,7 +330,9 @@ async def test_store_outcomes_and_abort(peer: ScriptedSCP, no_leaks: Any) -> Non
     assert statuses[0] == 0 and statuses[1] == 0xA700 and statuses[2] == 0
     assert statuses[3] is None and statuses[4] is None
     assert "out of resources" in partial.outcomes[1].meaning.lower()
-    assert partial.outcomes[4].error == "association lost"
+    # The 4th was sent and never answered; the 5th was not sent.
+    assert (partial.outcomes[3].error or "").startswith("sent, but no C-STORE response")
+    assert (partial.outcomes[4].error or "").startswith("not sent: association aborted")
 
 
 async def test_store_reports_unreadable_files(
@@ -371,3 +382,101 @@ async def test_cancel_at_any_moment_of_association_setup(peer: ScriptedSCP, no_l
             with anyio.fail_after(10), anyio.move_on_after(delay):
                 await client.echo(peer.node)
         assert await client.echo(peer.node) > 0
+
+
+# ---------------------------------------------------------------------- lying peers
+
+
+def test_failed_instances_are_a_list_of_uids() -> None:
+    """pydicom gives several UIDs as a MultiValue, not a list: each must stay one UID."""
+    from pydicom.dataset import Dataset
+
+    from aiodicomnet._dimse.association import _progress
+
+    status = Dataset()
+    status.Status = 0xB000
+    status.NumberOfCompletedSuboperations = 1
+    status.NumberOfFailedSuboperations = 2
+    for value, expected in (
+        (["1.2.3", "1.2.4"], ("1.2.3", "1.2.4")),
+        ("1.2.5", ("1.2.5",)),
+    ):
+        identifier = Dataset()
+        identifier.FailedSOPInstanceUIDList = value
+        progress = _progress(status, identifier, done=True)
+        assert progress.failed_instances == expected
+
+
+async def test_undecodable_find_response_raises(
+    peer: ScriptedSCP, monkeypatch: pytest.MonkeyPatch, no_leaks: Any
+) -> None:
+    """3 pending responses, the 2nd undecodable: a typed error, never 2 results passed
+    off as the whole answer."""
+    import pynetdicom.service_class as service_class
+
+    encode = service_class.encode
+    # A sequence of undefined length cut short inside its item: pydicom cannot read it.
+    item = b"\xfe\xff\x00\xe0\x10\x00\x00\x00garbage!"
+    garbage = {
+        True: b"\x40\x00\x75\x02\xff\xff\xff\xff" + item,  # implicit VR
+        False: b"\x40\x00\x75\x02SQ\x00\x00\xff\xff\xff\xff" + item,  # explicit VR
+    }
+
+    def lying_encode(ds: Any, implicit: bool, *args: Any) -> bytes | None:
+        data = encode(ds, implicit, *args)
+        if data is not None and ds.get("StudyID") == "BROKEN":
+            return data + garbage[implicit]
+        return data
+
+    monkeypatch.setattr(service_class, "encode", lying_encode)
+    identifiers = study_identifiers(3)
+    identifiers[1].StudyID = "BROKEN"
+    peer.on_find = lambda event: ((0xFF00, ds) for ds in identifiers)
+    got = []
+    async with Client("TESTSCU", timeouts=FAST) as client:
+        with pytest.raises(adn.ProtocolError, match="could not be decoded") as info:
+            async for ds in client.find(peer.node, Query.study()):
+                got.append(ds)
+        # The association was aborted, not pooled: the next operation opens a new one.
+        assert client.idle_associations() == 0
+        assert await client.echo(peer.node) > 0
+    assert len(got) == 1
+    assert isinstance(info.value, adn.AssociationError)
+
+
+async def test_store_over_two_associations_one_cut_in_negotiation(
+    peer: ScriptedSCP, no_leaks: Any
+) -> None:
+    """Every instance handed to store ends in exactly one outcome, even when one of two
+    associations is aborted while it is being negotiated."""
+    from pynetdicom import evt
+
+    accepted = 0
+    lock = threading.Lock()
+
+    def abort_first(event: Any) -> None:
+        nonlocal accepted
+        with lock:
+            accepted += 1
+            first = accepted == 1
+        if first:
+            event.assoc.abort()
+
+    peer.on_store = lambda event: 0
+    handler = (evt.EVT_ACCEPTED, abort_first)
+    peer._server.bind(*handler)
+    try:
+        series = make_series(10)
+        async with Client("TESTSCU", timeouts=FAST, pool=adn.PoolConfig(reuse=False)) as client:
+            with pytest.raises(adn.AssociationError) as info:
+                await client.store(peer.node, series, associations=2)
+    finally:
+        peer._server.unbind(*handler)
+    partial = info.value.partial
+    assert sorted(o.sop_instance_uid for o in partial.outcomes) == sorted(
+        ds.SOPInstanceUID for ds in series
+    )
+    stored = [o for o in partial.outcomes if o.status == 0]
+    unsent = [o for o in partial.outcomes if o.status is None]
+    assert len(stored) == 5 and len(unsent) == 5
+    assert all((o.error or "").startswith(("not sent", "sent, but")) for o in unsent)

@@ -45,9 +45,10 @@ async def test_echo_all_reports_each_node(
     nodes = [orthanc.node, dcmqrscp.node, dead, silent]
     async with Client("FANOUT", timeouts=adn.Timeouts(acse=30)) as client:
         with anyio.fail_after(10):  # the silent node costs its 1 s, not the 30 s ACSE timeout
-            results = await client.echo_all(nodes, node_timeout=1)
+            results = await adn.echo_all(client, nodes, node_timeout=1)
     by_node = {r.node: r for r in results}
     assert [r.node for r in results] == nodes
+    assert set(results.errors) == {dead, silent} and not results.ok
     assert by_node[orthanc.node].ok and by_node[orthanc.node].value is not None
     assert by_node[dcmqrscp.node].ok
     assert isinstance(by_node[dead].error, adn.ConnectError)
@@ -63,14 +64,17 @@ async def test_find_all_merges_by_uid(
     nodes = [orthanc_loaded.node, dcmqrscp_loaded.node, dead]
     query = Query.study(model="PATIENT_ROOT", PatientID="PAT001")
     async with Client("FANOUT") as client:
-        result = await client.find_all(nodes, query, node_timeout=10)
+        result = await adn.find_all(client, nodes, query, node_timeout=10)
     assert set(result.errors) == {dead}
     assert isinstance(result.errors[dead], adn.ConnectError)
     assert {f.node for f in result.found} == {orthanc_loaded.node, dcmqrscp_loaded.node}
     merged = result.merged()
     assert {m.key for m in merged} == corpus.studies("PAT001")
     assert all(set(m.nodes) == {orthanc_loaded.node, dcmqrscp_loaded.node} for m in merged)
-    counts = {r.node: r.value for r in result.per_node}
+    # The same per-node shape as echo_all: iterable, one NodeResult per node, in order.
+    assert [r.node for r in result] == nodes
+    assert result.of(dead).error is result.errors[dead] and not result.ok
+    counts = {r.node: len(r.value or []) for r in result}
     assert counts[orthanc_loaded.node] == counts[dcmqrscp_loaded.node] == 2
 
 
@@ -81,7 +85,7 @@ async def test_find_all_streams_and_stops_early(
     first = None
     async with (
         Client("FANOUT") as client,
-        client.find_all(nodes, Query.image(PatientID="*")) as results,
+        adn.find_all(client, nodes, Query.image(PatientID="*")) as results,
     ):
         async for found in results:
             first = found
@@ -92,12 +96,12 @@ async def test_find_all_streams_and_stops_early(
 async def test_find_all_rejects_a_bad_query_at_once() -> None:
     async with Client("FANOUT") as client:
         with pytest.raises(adn.QueryError):
-            client.find_all([adn.Node("X", "127.0.0.1", 104)], Query.study(NotAKeyword="1"))
+            adn.find_all(client, [adn.Node("X", "127.0.0.1", 104)], Query.study(NotAKeyword="1"))
 
 
 async def test_browse_tree_with_counts(archive: Archive, corpus: Corpus, no_leaks: Any) -> None:
     async with Client("BROWSER", pool=PoolConfig(max_per_node=3)) as client:
-        tree = await client.browse(archive.node, Query.study(PatientID="PAT*"))
+        tree = await adn.browse(client, archive.node, Query.study(PatientID="PAT*"))
     assert {p.patient_id for p in tree.patients} == corpus.patients()
     assert {s.uid for s in tree.studies()} == corpus.studies()
     for study in tree.studies():
@@ -114,7 +118,7 @@ async def test_browse_from_patient_level_on_dcmqrscp(
 ) -> None:
     """dcmqrscp returns no instance counts: the tree counts images itself."""
     async with Client("BROWSER") as client:
-        tree = await client.browse(dcmqrscp_loaded.node, Query.patient(PatientID="PAT002"))
+        tree = await adn.browse(client, dcmqrscp_loaded.node, Query.patient(PatientID="PAT002"))
     assert [p.patient_id for p in tree.patients] == ["PAT002"]
     assert {s.uid for s in tree.studies()} == corpus.studies("PAT002")
     assert all(s.instances == 3 for s in tree.series())
@@ -123,4 +127,4 @@ async def test_browse_from_patient_level_on_dcmqrscp(
 async def test_browse_needs_patient_or_study_level() -> None:
     async with Client("BROWSER") as client:
         with pytest.raises(adn.QueryError):
-            await client.browse(adn.Node("X", "127.0.0.1", 104), Query.series())
+            await adn.browse(client, adn.Node("X", "127.0.0.1", 104), Query.series())

@@ -36,16 +36,24 @@ async def test_reuse_across_operations(peer: ScriptedSCP, no_leaks: Any) -> None
         for _ in range(5):
             await client.echo(node)
             assert len(await client.find(node, Query.study())) == 3
-        assert client.pool.idle_count(node) == 1
+        assert client.idle_associations(node) == 1
     assert peer.accepted_count == 1
     assert await anyio.to_thread.run_sync(peer.released.wait, 5)
 
 
-async def test_no_reuse_by_default(peer: ScriptedSCP, no_leaks: Any) -> None:
-    async with Client("UNPOOLED", timeouts=FAST) as client:
+async def test_reuse_by_default(peer: ScriptedSCP, no_leaks: Any) -> None:
+    async with Client("DEFAULT", timeouts=FAST) as client:
         for _ in range(3):
             await client.echo(peer.node)
-        assert client.pool.idle_count() == 0
+        assert client.idle_associations() == 1
+    assert peer.accepted_count == 1
+
+
+async def test_no_reuse_when_asked(peer: ScriptedSCP, no_leaks: Any) -> None:
+    async with Client("UNPOOLED", timeouts=FAST, pool=PoolConfig(reuse=False)) as client:
+        for _ in range(3):
+            await client.echo(peer.node)
+        assert client.idle_associations() == 0
     assert peer.accepted_count == 3
 
 
@@ -92,7 +100,7 @@ async def test_idle_timeout_releases(peer: ScriptedSCP, no_leaks: Any) -> None:
         await client.echo(node)
         assert await anyio.to_thread.run_sync(peer.released.wait, 5)
         # the pool dropped it before releasing it
-        assert client.pool.idle_count(node) == 0
+        assert client.idle_associations(node) == 0
         assert await client.echo(node) > 0
     assert peer.accepted_count == 2
 
@@ -115,7 +123,7 @@ async def test_max_idle_per_node(peer: ScriptedSCP, no_leaks: Any) -> None:
             await wait_active(peer, 4)
             gate.set()
         assert results == [1] * 4
-        assert client.pool.idle_count(node) == 2
+        assert client.idle_associations(node) == 2
     assert peer.max_active == 4
 
 
@@ -149,7 +157,7 @@ async def test_cancelled_find_returns_association_to_pool(peer: ScriptedSCP, no_
         async with client.find(node, Query.study()) as found:
             async for _ in found:
                 break
-        assert client.pool.idle_count(node) == 1  # cancelled cleanly: kept
+        assert client.idle_associations(node) == 1  # cancelled cleanly: kept
         assert await client.echo(node) > 0
     assert peer.accepted_count == 1
 

@@ -7,12 +7,13 @@ from typing import Any
 
 import anyio
 import pytest
+from pynetdicom.sop_class import CTImageStorage as CT  # type: ignore[attr-defined]
 
 import aiodicomnet as adn
 from aiodicomnet.client import Client
 from aiodicomnet.query import Query
 from aiodicomnet.server import StorageServer
-from tests.data import Corpus
+from tests.data import Corpus, make_series
 from tests.peers.dcmtk import DcmQrScp, dcmtk_tool
 from tests.peers.orthanc import OrthancServer
 
@@ -183,3 +184,71 @@ async def test_movescu_from_orthanc_into_our_server(
         with anyio.fail_after(10):
             await done.wait()
     assert got == expected
+
+
+# -- incomplete retrieves: never mistaken for complete ones --------------------------------
+
+
+def _sub_operations(datasets: list[Any]) -> Any:
+    """A C-GET / C-MOVE handler body: the count, then each dataset to send."""
+    yield len(datasets)
+    for ds in datasets:
+        yield 0xFF00, ds
+
+
+async def test_get_with_failed_sub_operations_raises(peer: Any, no_leaks: Any) -> None:
+    """The peer cannot send one of three instances (no context for it was accepted):
+    the get yields the two that came, then raises IncompleteRetrieve naming the failed one."""
+    good = make_series(2)
+    bad = make_series(1, modality="MR")[0]  # MR Image Storage: not in our SOP classes
+    peer.on_get = lambda event: _sub_operations([*good, bad])
+    query = Query.series(StudyInstanceUID=good[0].StudyInstanceUID, SeriesInstanceUID="1.2.3")
+    got: list[adn.ReceivedInstance] = []
+    async with Client("ADNGET", timeouts=adn.Timeouts(dimse=10, acse=5)) as client:
+        with pytest.raises(adn.IncompleteRetrieve) as info:
+            async for instance in client.get(peer.node, query, sop_classes=[CT]):
+                got.append(instance)
+        # Awaited, the instances that did arrive are on the error.
+        with pytest.raises(adn.IncompleteRetrieve) as awaited:
+            await client.get(peer.node, query, sop_classes=[CT])
+    error = info.value
+    assert {i.sop_instance_uid for i in got} == {ds.SOPInstanceUID for ds in good}
+    assert (error.received, error.failed, error.expected) == (2, 1, 3)
+    assert error.failed_instances == (bad.SOPInstanceUID,)
+    assert bad.SOPInstanceUID in str(error)
+    assert error.progress is not None and error.progress.done
+    assert [i.sop_instance_uid for i in awaited.value.partial] == [
+        ds.SOPInstanceUID for ds in good
+    ]
+
+
+async def test_move_with_failed_sub_operations_raises(
+    peer: Any, move_destination: adn.Node, no_leaks: Any
+) -> None:
+    """A C-MOVE into our server where one sub-operation fails (our storage refuses it):
+    the retrieve yields what came, then raises IncompleteRetrieve."""
+    good = make_series(2)
+    bad = make_series(1)[0]
+
+    def keep(instance: adn.ReceivedInstance) -> None:
+        if instance.sop_instance_uid == bad.SOPInstanceUID:
+            raise OSError("disk full")
+
+    async with StorageServer(
+        move_destination.ae_title, port=move_destination.port, storage=adn.CallbackStorage(keep)
+    ) as server:
+
+        def move(event: Any) -> Any:
+            yield "127.0.0.1", server.port
+            yield from _sub_operations([*good, bad])
+
+        peer.on_move = move
+        query = Query.series(StudyInstanceUID=good[0].StudyInstanceUID, SeriesInstanceUID="1.2")
+        got: list[adn.ReceivedInstance] = []
+        async with Client("ADNMOVER", timeouts=adn.Timeouts(dimse=10, acse=5)) as client:
+            with pytest.raises(adn.IncompleteRetrieve) as info:
+                async for instance in client.retrieve(peer.node, query, via=server):
+                    got.append(instance)
+    assert {i.sop_instance_uid for i in got} == {ds.SOPInstanceUID for ds in good}
+    assert (info.value.received, info.value.failed) == (2, 1)
+    assert info.value.failed_instances == (bad.SOPInstanceUID,)

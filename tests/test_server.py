@@ -465,29 +465,53 @@ async def test_backpressure_blocks_sender_until_consumer_reads() -> None:
     async with HookedServer(SCP_AET, buffer=buffer) as scp:
         sender = SenderThread(scp.node, datasets)
         sender.start()
-        stream = scp._receive
-        assert stream is not None
-        # The stream fills, then the handler of the next instance waits in send().
+        stream, box = scp._receive, scp._box
+        assert stream is not None and box is not None
+        # The stream fills, then the handler of the next instance waits.
         await eventually(
-            lambda: (
-                stream.statistics().current_buffer_used == buffer
-                and stream.statistics().tasks_waiting_send == 1
-            )
+            lambda: stream.statistics().current_buffer_used == buffer and box.waiting == 1
         )
         # Exactly `buffer` acknowledged; the next one is stored but not answered.
         assert sender.statuses == [0] * buffer
         assert scp.stored == buffer + 1
         # Read one: the waiting instance is queued and acknowledged, the next one waits.
-        first = await stream.receive()
-        await eventually(
-            lambda: scp.stored == buffer + 2 and stream.statistics().tasks_waiting_send == 1
-        )
+        first = await anext(scp)
+        await eventually(lambda: scp.stored == buffer + 2 and box.waiting == 1)
         assert sender.statuses == [0] * (buffer + 1)
         rest = await receive(scp, buffer + extra - 1)
         await join(sender)
     assert sender.error is None
     assert sender.statuses == [0] * (buffer + extra)
     assert [i.sop_instance_uid for i in [first, *rest]] == [ds.SOPInstanceUID for ds in datasets]
+
+
+async def test_unread_stream_is_reported_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Nobody reads a streaming server: after ``stall_warning`` s the log says why senders wait."""
+    datasets = make_series(3, rows=8, columns=8)
+    async with StorageServer(SCP_AET, buffer=1, stall_warning=0.2) as scp:
+        sender = SenderThread(scp.node, datasets)
+        sender.start()
+        await eventually(lambda: "nobody has read from it" in caplog.text)
+        assert sender.statuses == [0]  # one queued and acknowledged, the next held back
+        rest = await receive(scp, len(datasets))
+        await join(sender)
+    assert sender.statuses == [0] * len(datasets)
+    assert len(rest) == len(datasets)
+    record = next(r for r in caplog.records if "nobody has read" in r.getMessage())
+    assert record.levelname == "WARNING" and "stream=False" in record.getMessage()
+
+
+async def test_directory_is_shorthand_for_disk_storage(tmp_path: Path) -> None:
+    ds = make_dataset(rows=4, columns=4)
+    async with StorageServer(SCP_AET, directory=tmp_path) as scp:
+        assert isinstance(scp.storage, DiskStorage)
+        statuses = await anyio.to_thread.run_sync(send, scp.node, [ds])
+        [instance] = await receive(scp, 1)
+    assert statuses == [0]
+    assert instance.path is not None and instance.path.is_relative_to(tmp_path)
+    assert dcmread(instance.path).SOPInstanceUID == ds.SOPInstanceUID
+    with pytest.raises(TypeError, match="not both"):
+        StorageServer(SCP_AET, directory=tmp_path, storage=DiskStorage(tmp_path))
 
 
 # -- at the door ------------------------------------------------------------------------
@@ -562,7 +586,7 @@ def test_use_from_another_event_loop_fails_fast() -> None:
 
 
 async def _subscribe_async(server: StorageServer) -> Any:
-    return server._subscribe(lambda i: True)
+    return server.subscribe(lambda i: True)
 
 
 def test_contexts_cover_storage_and_are_per_server() -> None:
@@ -602,11 +626,11 @@ async def test_subscription_takes_matching_instances() -> None:
     interleaved = [wanted[0], others[0], wanted[1], others[1], *wanted[2:], *others[2:]]
     series = wanted[0].SeriesInstanceUID
     async with StorageServer(SCP_AET, buffer=16) as scp:
-        with scp._subscribe(lambda i: i.series_instance_uid == series, buffer=16) as sub:
+        with scp.subscribe(lambda i: i.series_instance_uid == series, buffer=16) as sub:
             statuses = await anyio.to_thread.run_sync(send, scp.node, interleaved)
             # Queued before each response: all are there the moment the sender is done.
-            assert sub.receive.statistics().current_buffer_used == len(wanted)
-            got = [sub.receive.receive_nowait() for _ in wanted]
+            assert sub.pending == len(wanted)
+            got = [await anext(sub) for _ in wanted]
         main = await receive(scp, len(others))
         # After unsubscribing, matching instances go to the main stream.
         late = make_dataset(series_uid=series, rows=8, columns=8)
@@ -630,14 +654,16 @@ async def test_subscription_with_deliver_callable() -> None:
         raise RuntimeError("the receiving side is gone")
 
     async with StorageServer(SCP_AET) as scp:
-        with scp._subscribe(lambda i: True, deliver=deliver) as sub:
-            assert sub.receive is None
+        with scp.subscribe(lambda i: True, deliver=deliver) as sub:
+            assert sub.pending == 0
+            with pytest.raises(TypeError):
+                aiter(sub)
             statuses_seen += await anyio.to_thread.run_sync(send, scp.node, datasets[:2])
             # delivered before each response, in the association thread
             assert [uid for uid, _ in delivered] == [ds.SOPInstanceUID for ds in datasets[:2]]
             assert threading.get_ident() not in {ident for _, ident in delivered}
         # a deliver that raises closes its subscription; the instance goes to the main stream
-        refusing = scp._subscribe(lambda i: True, deliver=refuse)
+        refusing = scp.subscribe(lambda i: True, deliver=refuse)
         statuses_seen += await anyio.to_thread.run_sync(send, scp.node, datasets[2:])
         [fallback] = await receive(scp, 1)
         assert refusing.closed
@@ -656,9 +682,10 @@ async def test_stream_false_stores_without_queueing(tmp_path: Path) -> None:
             await scp.__anext__()
         # a subscription still gets what it matches
         extra = make_dataset(series_uid=series, rows=8, columns=8)
-        with scp._subscribe(lambda i: i.sop_instance_uid == extra.SOPInstanceUID) as sub:
+        with scp.subscribe(lambda i: i.sop_instance_uid == extra.SOPInstanceUID) as sub:
             await anyio.to_thread.run_sync(send, scp.node, [extra])
-            claimed = sub.receive.receive_nowait()
+            assert sub.pending == 1
+            claimed = await anext(sub)
     assert statuses == [0] * len(datasets)
     assert claimed.sop_instance_uid == extra.SOPInstanceUID
     assert len(_names(tmp_path)) == len(datasets) + 1
@@ -722,9 +749,9 @@ async def test_shutdown_refuses_backpressured_sender_and_removes_its_file(tmp_pa
     async with HookedServer(SCP_AET, storage=storage, buffer=2, grace=10) as scp:
         sender = SenderThread(scp.node, datasets)
         sender.start()
-        stream = scp._receive
-        assert stream is not None
-        await eventually(lambda: stream.statistics().tasks_waiting_send == 1)
+        box = scp._box
+        assert box is not None
+        await eventually(lambda: box.waiting == 1)
         started = time.monotonic()
     elapsed = time.monotonic() - started
     await join(sender)

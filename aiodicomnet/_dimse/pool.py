@@ -63,6 +63,21 @@ class Pool:
                 dead.append(assoc)
         return None, dead
 
+    def take_others(self, key: PoolKey) -> list[Association]:
+        """Remove and return the node's idle associations kept for other contexts.
+
+        Called before opening a new association to the node: an SCP that serves
+        one association at a time (DCMTK's storescp without ``--fork``) would
+        otherwise not answer the new one until an idle one of ours timed out.
+        """
+        node = key[0]
+        with self._lock:
+            others = [k for k in self._idle if k[0] == node and k != key]
+            taken = [a for k in others for a in self._idle.pop(k)]
+        for assoc in taken:
+            assoc.unpark()
+        return taken
+
     def give(self, key: PoolKey, assoc: Association) -> bool:
         """Keep ``assoc`` idle for reuse; false if it cannot be kept (release it)."""
         if not self.config.reuse or not assoc.reusable:

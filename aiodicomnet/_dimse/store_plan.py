@@ -1,23 +1,37 @@
-"""Planning a C-STORE: what to send, grouped by (SOP class, transfer syntax).
+"""A C-STORE of many instances: planned, spread over associations, one outcome each.
 
-Runs in a worker thread; reads only the File Meta Information of files, so
-neither pixel data nor whole data sets are loaded to plan.
+Planning runs in a worker thread and reads only the File Meta Information of
+files, so neither pixel data nor whole data sets are loaded to plan.  Sending
+keeps one promise above all: every instance handed in ends in exactly one
+:class:`~aiodicomnet.InstanceOutcome` (stored, refused, or not sent and why),
+whatever fails and wherever (negotiation, a lost association, a timeout).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
+import anyio
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.presentation import PresentationContext
 
-from ..results import InstanceOutcome
-from .association import Association, StoreItem
+from ..errors import DicomError, NegotiationError
+from ..nodes import Node
+from ..results import InstanceOutcome, StoreResult
+from . import contexts as _cx
+from .association import Association, StoreItem, not_sent
+from .bridge import run_in_thread
+from .connector import Connector
 
-__all__ = ["StoreSource", "flatten", "plan_store"]
+__all__ = ["StoreSource", "flatten", "plan_store", "send_all"]
+
+OnOutcome = Callable[[InstanceOutcome], object]
 
 #: What :meth:`Client.store` accepts: items, paths as strings, or an iterable of them.
 StoreSource = StoreItem | str | Iterable[StoreItem | str]
@@ -45,9 +59,7 @@ def plan_store(
     for item in items:
         if isinstance(item, Dataset):
             if "SOPClassUID" not in item or "SOPInstanceUID" not in item:
-                rejected.append(
-                    Association._not_sent(item, "dataset has no SOP Class/Instance UID")
-                )
+                rejected.append(not_sent(item, "dataset has no SOP Class/Instance UID"))
                 continue
             meta = getattr(item, "file_meta", None)
             if meta is None or "TransferSyntaxUID" not in meta:
@@ -60,7 +72,7 @@ def plan_store(
                 meta = read_file_meta_info(path)
                 key = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
             except Exception as exc:
-                rejected.append(Association._not_sent(path, f"not a DICOM Part 10 file: {exc}"))
+                rejected.append(not_sent(path, f"not a DICOM Part 10 file: {exc}"))
                 continue
             add(key, path)
     return plan, rejected
@@ -76,3 +88,91 @@ def with_transfer_syntax(ds: Dataset) -> Dataset:
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     copied.file_meta = meta
     return copied
+
+
+async def send_all(
+    connector: Connector,
+    node: Node,
+    items: StoreSource,
+    *,
+    associations: int,
+    on_progress: OnOutcome | None,
+) -> StoreResult:
+    """Send ``items`` (see :meth:`Client.store <aiodicomnet.Client.store>`).
+
+    Raises:
+        DicomError: the first association error or timeout; its ``partial``
+            holds the :class:`StoreResult` with an outcome for every instance.
+    """
+    if associations < 1:
+        raise ValueError(f"associations must be at least 1, not {associations}")
+    plan, rejected = await run_in_thread(plan_store, flatten(items))
+    result = StoreResult([])
+
+    def record(outcome: InstanceOutcome) -> None:
+        result.outcomes.append(outcome)
+        if on_progress is not None:
+            on_progress(outcome)
+
+    for outcome in rejected:
+        record(outcome)
+    errors: list[DicomError] = []
+
+    async def send(group: list[PresentationContext], batch: list[StoreItem]) -> None:
+        try:
+            await _send_batch(connector, node, group, batch, record)
+        except DicomError as exc:
+            errors.append(exc)
+
+    for group in _cx.store_context_groups(plan.keys()):
+        keys = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in group}
+        batch = [item for key in sorted(keys) for item in plan[key]]
+        if not batch:
+            continue
+        n = min(associations, len(batch))
+        size = -(-len(batch) // n)
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(send, group, batch[i * size : (i + 1) * size])
+    if errors:
+        errors[0].partial = result
+        raise errors[0]
+    return result
+
+
+async def _send_batch(
+    connector: Connector,
+    node: Node,
+    group: list[PresentationContext],
+    batch: list[StoreItem],
+    record: OnOutcome,
+) -> None:
+    """Send ``batch`` on one association; every item gets exactly one outcome.
+
+    The association yields one outcome per item in order, so when it fails
+    the items from ``batch[done]`` on have none yet: they are recorded as not
+    stored, the first one as "sent, no response" when it was in flight.  A
+    peer that accepts none of the proposed contexts is not an error of the
+    whole call: each instance is reported as not sent, with the reason.
+    """
+    done = 0
+
+    def start(assoc: Association) -> Any:
+        return assoc.store(batch)
+
+    try:
+        async with aclosing(connector.stream(node, group, start)) as outcomes:
+            async for outcome in outcomes:
+                record(outcome)
+                done += 1
+    except NegotiationError as exc:
+        for item in batch[done:]:
+            record(not_sent(item, f"not sent: {exc.message}"))
+    except BaseException as exc:
+        reason = exc.message if isinstance(exc, DicomError) else type(exc).__name__
+        if done < len(batch) and getattr(exc, "unanswered", False):
+            record(not_sent(batch[done], f"sent, but no C-STORE response: {reason}"))
+            done += 1
+        for item in batch[done:]:
+            record(not_sent(item, f"not sent: {reason}"))
+        raise

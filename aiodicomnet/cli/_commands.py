@@ -248,6 +248,7 @@ async def cmd_retrieve(ctx: Context) -> int:
             return 0
         bar = stack.enter_context(out.bar(f"{via} from {node.name or node.ae_title}"))
         final: Progress | None = None
+        incomplete: list[IncompleteRetrieve] = []
 
         def on_progress(progress: Progress) -> None:
             nonlocal final
@@ -307,9 +308,12 @@ async def cmd_retrieve(ctx: Context) -> int:
                     operation = client.retrieve(node, target, via=server, on_progress=on_progress)
                 else:
                     operation = client.get(node, target, storage=storage, on_progress=on_progress)
-                async with operation as instances:
-                    async for instance in instances:
-                        on_instance(instance)
+                try:
+                    async with operation as instances:
+                        async for instance in instances:
+                            on_instance(instance)
+                except IncompleteRetrieve as exc:
+                    incomplete.append(exc)  # reported at the end; go on with the rest
                 tally.finish(final)
     elapsed = time.perf_counter() - started
     summary: dict[str, object] = {
@@ -336,9 +340,17 @@ async def cmd_retrieve(ctx: Context) -> int:
             f"Retrieved {plural(tally.received, 'instance')} ({format_size(tally.size)}) "
             f"from {node} by {via} in {_ms(elapsed)} into {directory}"
         )
+    if not args.move_to:
+        summary["missing"] = sum(max(0, e.expected - e.failed - e.received) for e in incomplete)
     out.emit(summary)
-    if tally.failed:
-        raise Partial(f"{plural(tally.failed, 'sub-operation')} failed on {node}")
+    if len(incomplete) == 1:
+        raise Partial(str(incomplete[0]))
+    if tally.failed or incomplete:
+        missing = summary.get("missing", 0)
+        raise Partial(
+            f"retrieve incomplete: {plural(tally.failed, 'sub-operation')} failed"
+            + (f", {missing} never arrived" if missing else "")
+        )
     return 0
 
 

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -137,7 +139,13 @@ class ScriptedSCP:
         for model in QR_MODELS:
             ae.add_supported_context(model)
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            # scu_role and scp_role: accept C-GET requestors offering to store.
+            ae.add_supported_context(
+                cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        # C-MOVE sub-operations are sent on an association this AE requests.
+        for sop_class in (CTImageStorage, MRImageStorage):
+            ae.add_requested_context(sop_class)
         ae.maximum_associations = 20
         # A requestor cancelled between its TCP connect and its A-ASSOCIATE-RQ
         # leaves pynetdicom's acceptor thread waiting for the RQ until this
