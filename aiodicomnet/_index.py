@@ -7,8 +7,13 @@ transfer syntax.  Storing the same SOP Instance UID again replaces its row
 (the patient, study and series rows take the newest non-empty values).
 
 The index is used from worker threads (the SCP's association threads and the
-archive's import thread), never on the event loop.  Connections come from a
-small pool; writers are serialised by a lock and ``BEGIN IMMEDIATE``.
+archive's import thread), never on the event loop.  It holds a fixed set of
+connections, all opened with the index and closed with it; a thread that finds
+them all in use waits for one.  (Opening and closing connections as demand
+came and went kept file descriptors open: SQLite defers closing a database
+file's descriptor while another connection of the process holds a lock on it,
+and in WAL mode one always does, so a burst of concurrent queries left dozens
+of descriptors behind.)  Writers are serialised by a lock and ``BEGIN IMMEDIATE``.
 
 Matching (PS3.4 C.2.2.2), as implemented here
 ---------------------------------------------
@@ -97,6 +102,9 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.valuerep import TEXT_VR_DELIMS
 
+from . import matching
+from .status import DATA_SET_MISMATCH, UNABLE_TO_PROCESS
+
 __all__ = [
     "IMAGE",
     "LEVELS",
@@ -110,24 +118,25 @@ __all__ = [
 ]
 
 PATIENT, STUDY, SERIES, IMAGE = 0, 1, 2, 3
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+LEVELS = matching.LEVELS
 _TABLES = ("patient", "study", "series", "instance")
 _PARENT_FK = ("", "patient_fk", "study_fk", "series_fk")
 _ALIAS = ("p", "s", "se", "i")
-_UNIQUE_KEY = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_UNIQUE_KEY = tuple(matching.UNIQUE_KEYS[level] for level in LEVELS)
 
 #: Query/retrieve information models: the levels each one allows.
-MODEL_LEVELS = {"PATIENT": (PATIENT, STUDY, SERIES, IMAGE), "STUDY": (STUDY, SERIES, IMAGE)}
+MODEL_LEVELS = {
+    model.removesuffix("_ROOT"): tuple(LEVELS.index(level) for level in levels)
+    for model, levels in matching.MODEL_LEVELS.items()
+}
 
 _SCHEMA_VERSION = 1
-_WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-_RANGE_VRS = frozenset({"DA", "TM", "DT"})
-_TEXT_VRS = frozenset({"LT", "ST", "UT"})  # never split on backslash
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "SQ"})
+_WILDCARD_VRS = matching.WILDCARD_VRS
+_RANGE_VRS = matching.RANGE_VRS
+_TEXT_VRS = matching.BACKSLASH_VRS  # never split on backslash
+_BINARY_VRS = matching.BINARY_VRS | {"SQ"}
 _NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
-_CHARSET_VRS = frozenset(
-    {"SH", "LO", "ST", "LT", "UC", "UT", "PN"}
-)  # Specific Character Set applies
+_CHARSET_VRS = matching.CHARSET_VRS  # Specific Character Set applies
 _SPECIFIC_CHARSET = 0x00080005
 _QR_LEVEL = 0x00080052
 _RETRIEVE_AET = 0x00080054
@@ -142,7 +151,7 @@ class IdentifierError(ValueError):
             match SOP class; 0xC000: unable to process).
     """
 
-    def __init__(self, message: str, status: int = 0xA900) -> None:
+    def __init__(self, message: str, status: int = DATA_SET_MISMATCH) -> None:
         super().__init__(message)
         self.status = status
 
@@ -644,7 +653,9 @@ def _keys(ds: Dataset, *, strict: bool = True) -> Iterator[tuple[int, str, str |
                 text = decode_bytes(bytes(value), encodings, delimiters)
         except Exception as exc:
             if strict:
-                raise IdentifierError(f"cannot decode {Tag(tag)}: {exc}", 0xC000) from exc
+                raise IdentifierError(
+                    f"cannot decode {Tag(tag)}: {exc}", UNABLE_TO_PROCESS
+                ) from exc
             yield tag, "UN", None
             continue
         if vr in _TEXT_VRS:
@@ -668,15 +679,30 @@ class Index:
     the event loop).  The same file reopened gives the same content.
     """
 
-    _POOL_SIZE = 8
+    #: Connections held open from :meth:`__init__` to :meth:`close` (3 file
+    #: descriptors each in WAL mode: the database, its WAL and its shared memory).
+    CONNECTIONS = 4
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._pool_lock = threading.Lock()
+        self._pool = threading.Condition()
         self._write_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
+        self._open = 0
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            while self._open < self.CONNECTIONS:
+                self._idle.append(self._connect())
+                self._open += 1
+            self._create_schema()
+            for conn in self._idle:  # each opens its WAL file now, not at its first query
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_schema(self) -> None:
         with self._connection() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, _SCHEMA_VERSION):
@@ -701,29 +727,35 @@ class Index:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        with self._pool_lock:
+        """One of the index's connections, for the duration of the block (never nest them)."""
+        with self._pool:
+            while not self._idle and not self._closed:
+                self._pool.wait()
             if self._closed:
                 raise RuntimeError(f"index {self.path} is closed")
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
+            conn = self._idle.pop()
         try:
             yield conn
         finally:
             if conn.in_transaction:
                 conn.rollback()
-            with self._pool_lock:
-                keep = not self._closed and len(self._idle) < self._POOL_SIZE
+            with self._pool:
+                keep = not self._closed
                 if keep:
                     self._idle.append(conn)
+                    self._pool.notify()
+                else:
+                    self._open -= 1
             if not keep:
                 conn.close()
 
     def close(self) -> None:
-        """Close the pooled connections; connections in use close when released."""
-        with self._pool_lock:
+        """Close the connections; one in use closes when its block ends."""
+        with self._pool:
             self._closed = True
             idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._pool.notify_all()
         for conn in idle:
             conn.close()
 

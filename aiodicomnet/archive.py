@@ -41,7 +41,6 @@ import contextlib
 import copy
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -55,8 +54,6 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
@@ -72,13 +69,17 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from . import status as _status
+from . import transfer_syntaxes as _ts
 from ._dimse.bridge import run_in_thread
 from ._dimse.patches import CONN_OPEN_HANDLER
+from ._files import atomic_write
 from ._index import Counts, IdentifierError, Index, IndexedInstance
 from .errors import StorageError
 from .nodes import Node, validate_ae_title
 from .server import StorageServer
-from .storage import DiskStorage, ReceivedInstance
+from .status import status_dataset
+from .storage import DiskStorage, ReceivedInstance, commit_instance
 
 __all__ = ["DEFAULT_LAYOUT", "Archive", "Counts"]
 
@@ -99,30 +100,11 @@ _GET_MODELS = {
     PatientRootQueryRetrieveInformationModelGet: "PATIENT",
     StudyRootQueryRetrieveInformationModelGet: "STUDY",
 }
-_QR_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
-_UNCOMPRESSED = frozenset(_QR_SYNTAXES)
+_NATIVE = frozenset(_ts.NATIVE)
 _MAX_CONTEXTS = 128
 _IMPORT_BATCH = 64
 
-STATUS_PENDING = 0xFF00
-STATUS_CANCEL = 0xFE00
-STATUS_UNABLE_TO_PROCESS = 0xC000
-
 ImportItem = str | os.PathLike[str] | Dataset
-
-
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        # Error Comment is LO: 64 characters at most, no backslash or control characters.
-        ds.ErrorComment = "".join(" " if c < " " or c == "\\" else c for c in comment)[:64]
-    return ds
 
 
 def _address(value: tuple[str, int] | Node) -> tuple[str, int]:
@@ -150,7 +132,7 @@ def _sub_operation_contexts(instances: Iterable[IndexedInstance]) -> list[Presen
             syntaxes.append(inst.transfer_syntax_uid)
     contexts: list[PresentationContext] = []
     for sop_class, syntaxes in by_class.items():
-        uncompressed = [ts for ts in syntaxes if UID(ts) in _UNCOMPRESSED]
+        uncompressed = [ts for ts in syntaxes if UID(ts) in _NATIVE]
         if uncompressed:
             offered: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
             offered += [ts for ts in uncompressed if ts not in offered]
@@ -188,6 +170,19 @@ def _move_originator_handler(originator: str) -> tuple[Any, Callable[[Any], None
         assoc.send_c_store = send
 
     return (evt.EVT_CONN_OPEN, on_open)
+
+
+class _IndexedStorage(DiskStorage):
+    """The archive's files: a :class:`DiskStorage` whose instances carry their whole header.
+
+    Every top-level element before Pixel Data is parsed when the instance
+    arrives (from the bytes received, inflated as a stream if deflated), so
+    indexing it needs no second read of the file.
+    """
+
+    def __init__(self, root: Path, layout: str, *, fsync: bool) -> None:
+        super().__init__(root, layout, fsync=fsync)
+        self._last_tag = None
 
 
 def _load(inst: IndexedInstance) -> Dataset:
@@ -242,7 +237,7 @@ class Archive(StorageServer):
             raise TypeError("an Archive stores into its own directory; do not pass storage")
         server_kwargs.setdefault("stream", False)
         self.directory = Path(os.path.abspath(directory))
-        self.disk = DiskStorage(self.directory / "files", layout, fsync=fsync)
+        self.disk: DiskStorage = _IndexedStorage(self.directory / "files", layout, fsync=fsync)
         super().__init__(ae_title, host, port, storage=self.disk, **server_kwargs)
         self.destinations: dict[str, tuple[str, int]] = {}
         for aet, address in (destinations or {}).items():
@@ -403,7 +398,7 @@ class Archive(StorageServer):
             if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
                 raise ValueError("the dataset has no SOP Class UID or SOP Instance UID")
             final = self.disk.path_for(ds)
-            _atomic(final, lambda f: dcmwrite(f, ds, enforce_file_format=True))
+            _atomic(final, ds.SOPInstanceUID, lambda f: dcmwrite(f, ds, enforce_file_format=True))
             return ds, final
         source = Path(item)
         header = dcmread(source, stop_before_pixels=True)
@@ -413,7 +408,7 @@ class Archive(StorageServer):
         has_meta = "TransferSyntaxUID" in getattr(header, "file_meta", {})
         if has_meta and getattr(header, "preamble", None) is not None:
             if os.path.abspath(source) != os.path.abspath(final):
-                _atomic(final, lambda f: _copy_file(source, f))
+                _atomic(final, header.SOPInstanceUID, lambda f: _copy_file(source, f))
         else:
             full = dcmread(source)
             if not has_meta:
@@ -422,7 +417,9 @@ class Archive(StorageServer):
                     ImplicitVRLittleEndian if full.is_implicit_VR else ExplicitVRLittleEndian
                 )
             full.file_meta.setdefault("ImplementationClassUID", PYDICOM_IMPLEMENTATION_UID)
-            _atomic(final, lambda f: dcmwrite(f, full, enforce_file_format=True))
+            _atomic(
+                final, full.SOPInstanceUID, lambda f: dcmwrite(f, full, enforce_file_format=True)
+            )
             header = full
         return header, final
 
@@ -438,7 +435,7 @@ class Archive(StorageServer):
                 cx.scu_role = True
                 cx.scp_role = True
         for uid in (*_FIND_MODELS, *_MOVE_MODELS, *_GET_MODELS):
-            contexts.append(build_context(uid, list(_QR_SYNTAXES)))
+            contexts.append(build_context(uid, list(_ts.NATIVE)))
         return contexts
 
     def _handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
@@ -462,9 +459,8 @@ class Archive(StorageServer):
         if path is None:  # pragma: no cover - DiskStorage always gives a path
             raise StorageError("the archive's storage returned no file")
         try:
-            header = dcmread(path, stop_before_pixels=True)
             old = index.add(
-                header,
+                instance.header,
                 path,
                 size=path.stat().st_size,
                 transfer_syntax_uid=str(instance.transfer_syntax_uid),
@@ -494,17 +490,17 @@ class Archive(StorageServer):
             )
         except IdentifierError as exc:
             LOGGER.warning("C-FIND refused (0x%04X): %s", exc.status, exc)
-            yield _status(exc.status, str(exc)), None
+            yield status_dataset(exc.status, str(exc)), None
             return
         except Exception as exc:
             LOGGER.exception("C-FIND failed")
-            yield _status(STATUS_UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"), None
+            yield status_dataset(_status.UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"), None
             return
         count = 0
         while True:
             if event.is_cancelled:
                 LOGGER.info("C-FIND cancelled after %d responses", count)
-                yield STATUS_CANCEL, None
+                yield _status.CANCEL, None
                 return
             try:
                 response = next(responses)
@@ -512,10 +508,13 @@ class Archive(StorageServer):
                 return
             except Exception as exc:
                 LOGGER.exception("C-FIND failed after %d responses", count)
-                yield _status(STATUS_UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"), None
+                yield (
+                    status_dataset(_status.UNABLE_TO_PROCESS, f"{type(exc).__name__}: {exc}"),
+                    None,
+                )
                 return
             count += 1
-            yield STATUS_PENDING, response
+            yield _status.CONTINUING, response
 
     def _retrieve(self, event: Any, models: Mapping[str, str]) -> list[IndexedInstance]:
         model = models.get(str(event.request.AffectedSOPClassUID), "STUDY")
@@ -534,9 +533,9 @@ class Archive(StorageServer):
         for inst in instances:
             if event.is_cancelled:
                 LOGGER.info("retrieve cancelled")
-                yield STATUS_CANCEL, None
+                yield _status.CANCEL, None
                 return
-            yield STATUS_PENDING, _load(inst)
+            yield _status.CONTINUING, _load(inst)
 
     def _on_c_move(self, event: Any) -> Iterator[Any]:
         destination = (event.move_destination or "").strip()
@@ -566,7 +565,7 @@ class Archive(StorageServer):
         except IdentifierError as exc:
             LOGGER.warning("C-GET refused (0x%04X): %s", exc.status, exc)
             yield 1
-            yield _status(exc.status, str(exc)), None
+            yield status_dataset(exc.status, str(exc)), None
             return
         yield len(instances)
         yield from self._sub_operations(event, instances)
@@ -606,15 +605,6 @@ def _copy_file(source: Path, target: Any) -> None:
             target.write(chunk)
 
 
-def _atomic(final: Path, write: Callable[[Any], None]) -> None:
-    """Write through a hidden temporary file in the target directory, then rename."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{secrets.token_hex(4)}.part"
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _atomic(final: Path, sop_instance_uid: str, write: Callable[[Any], None]) -> None:
+    """Write an imported instance like a received one: atomically, never over another."""
+    atomic_write(final, write, commit=commit_instance(str(sop_instance_uid)))

@@ -40,18 +40,17 @@ was expected::
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
 import re
-import secrets
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ._files import atomic_write
 from .nodes import Node, validate_ae_title
 
 __all__ = [
@@ -418,20 +417,12 @@ class Config:
         text = self.to_toml()
         # Never write what we could not read back.
         Config.from_toml(text, path=target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        data = text.encode("utf-8")
+
+        def write(f: BinaryIO) -> None:
+            f.write(data)
+
+        atomic_write(target, write, fsync=True, permissions=0o644)
         return target
 
 

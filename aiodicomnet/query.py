@@ -47,6 +47,16 @@ from pydicom.valuerep import format_number_as_ds
 from pynetdicom import sop_class as sop_classes
 
 from .errors import QueryError
+from .matching import (
+    BACKSLASH_VRS,
+    BINARY_VRS,
+    CHARSET_VRS,
+    LEVELS,
+    UNIQUE_KEYS,
+    WILDCARD_VRS,
+    Level,
+    Model,
+)
 
 __all__ = [
     "DEFAULT_RETURN_KEYS",
@@ -70,22 +80,9 @@ __all__ = [
     "sop_class",
 ]
 
-Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
-Model = Literal["PATIENT_ROOT", "STUDY_ROOT"]
 Service = Literal["find", "move", "get"]
 
-LEVELS: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 MODELS: tuple[Model, ...] = ("PATIENT_ROOT", "STUDY_ROOT")
-
-#: The unique key of each level (PS3.4 C.6.1.1 and C.6.2.1).
-UNIQUE_KEYS: Mapping[Level, str] = MappingProxyType(
-    {
-        "PATIENT": "PatientID",
-        "STUDY": "StudyInstanceUID",
-        "SERIES": "SeriesInstanceUID",
-        "IMAGE": "SOPInstanceUID",
-    }
-)
 
 #: Return keys added (universal matching) unless ``defaults=False``: what a PACS browser shows.
 DEFAULT_RETURN_KEYS: Mapping[Level, tuple[str, ...]] = MappingProxyType(
@@ -126,15 +123,11 @@ _SOP_CLASS_NAMES: Mapping[tuple[str, str], str] = {
     for service in ("find", "move", "get")
 }
 
-# PS3.4 C.2.2.2.4: wildcards are allowed on these VRs only.
-_WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-# VRs whose values may use characters beyond the default repertoire (PS3.5 6.1.2.2).
-_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
-_BACKSLASH_VRS = frozenset({"LT", "ST", "UT"})
+# The PS3.4 tables (wild card VRs and so on) are in .matching, shared with the Archive.
 _LEADING_SPACE_VRS = frozenset({"AE", "CS", "DS", "IS"})  # leading spaces not significant
 # Binary values: only universal matching makes sense.
 _PIXEL_DATA = frozenset({"PixelData", "FloatPixelData", "DoubleFloatPixelData"})
-_BULK_VRS = frozenset({"AT", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_BULK_VRS = BINARY_VRS | {"AT"}
 _INT_VRS: Mapping[str, tuple[int, int]] = {
     "US": (0, 2**16 - 1),
     "SS": (-(2**15), 2**15 - 1),
@@ -538,7 +531,7 @@ def _coerce(vr: str, value: object) -> Matcher:
     if isinstance(value, Wildcard):
         if "*" not in value.pattern and "?" not in value.pattern:
             return _single(vr, Single(value.pattern))
-        if vr not in _WILDCARD_VRS:
+        if vr not in WILDCARD_VRS:
             raise QueryError(f"wildcards are not allowed on VR {vr}: {value.pattern!r}")
         _check_text(vr, value.pattern, pattern=True)
         return value
@@ -614,12 +607,12 @@ def _to_number(value: str | int | float, kind: type[int] | type[float]) -> int |
 
 
 def _check_text(vr: str, text: str, *, pattern: bool = False) -> None:
-    if "\\" in text and vr not in _BACKSLASH_VRS:
+    if "\\" in text and vr not in BACKSLASH_VRS:
         raise QueryError(f"{text!r} contains a backslash, the DICOM value separator")
-    if (_LONG_CONTROL if vr in _BACKSLASH_VRS else _CONTROL).search(text):
+    if (_LONG_CONTROL if vr in BACKSLASH_VRS else _CONTROL).search(text):
         raise QueryError(f"{text!r} contains a control character")
     if not text.isascii():
-        if vr not in _TEXT_VRS:
+        if vr not in CHARSET_VRS:
             raise QueryError(f"{text!r}: VR {vr} allows only the default (ASCII) repertoire")
         try:
             text.encode("utf-8")

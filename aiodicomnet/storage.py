@@ -1,39 +1,55 @@
-"""Where received instances go: :class:`ReceivedInstance` and the storage policies.
+"""Where received instances go: :class:`IncomingInstance`, :class:`ReceivedInstance`
+and the storage policies.
 
-A C-STORE request received by the :class:`~aiodicomnet.server.StorageServer`,
-or a C-STORE sub-operation received on a client's own association during a
-C-GET, is handed to a :class:`Storage` from pynetdicom's ``EVT_C_STORE``
-handler, in the association's thread:
+A C-STORE request received by the :class:`~aiodicomnet.server.StorageServer`
+(or the :class:`~aiodicomnet.archive.Archive`), or a C-STORE sub-operation
+received on a client's own association during a C-GET, arrives as an
+:class:`IncomingInstance`: the data set as received, its File Meta
+Information, and who sent it. A :class:`Storage` puts it somewhere and
+describes the result as a :class:`ReceivedInstance`; this runs in the
+association's thread, before the instance is acknowledged:
 
 * :class:`MemoryStorage` keeps the encoded data set in memory.
 * :class:`DiskStorage` writes a DICOM Part 10 file under a root directory,
   laid out by a template such as ``{PatientID}/{StudyInstanceUID}/...``.
 * :class:`CallbackStorage` keeps the instance in memory and calls a function
   (plain or ``async``) with it.
+* a subclass of :class:`Storage` puts it anywhere else::
 
-Nothing here decodes pixel data. The encoded data set pynetdicom received is
-kept (or written after the File Meta Information) byte for byte; only the few
-header attributes needed for naming and routing are parsed, stopping before
-the first element past the last one needed. ``pynetdicom._config`` is not
-touched: in particular ``STORE_RECV_CHUNKED_DATASET`` stays as the host
-application set it.
+      class BucketStorage(adn.Storage):
+          def store(self, incoming: adn.IncomingInstance) -> adn.ReceivedInstance:
+              bucket.put(f"{incoming.sop_instance_uid}.dcm", incoming.read())
+              return incoming.received()
 
-:func:`handle_store` is the whole C-STORE SCP step (store, then deliver,
-failures mapped to a DIMSE status), shared by the server and by C-GET.
+Nothing here decodes pixel data. The encoded data set is kept (or written
+after the File Meta Information) byte for byte; before any storage sees it,
+it is walked to its end (every element header and length, into sequences and
+encapsulated pixel data, without decoding a value) so that a data set cut
+short or not DICOM at all is refused, never acknowledged; a deflated data set
+is inflated for that walk as a stream, a chunk at a time, and refused once it
+inflates past a limit (see :mod:`aiodicomnet._dataset`). Only the few header
+attributes needed for naming and routing are decoded.
 
-Status codes (PS3.4 Table B.2-1) answered by :func:`handle_store`:
+:func:`store_instance` is the whole C-STORE SCP step (check, store, deliver,
+failures mapped to a DIMSE status), shared by the servers and by C-GET.
+
+Status codes (PS3.4 Table B.2-1, named in :mod:`aiodicomnet.status`):
 
 =========  ==============================================================
 ``0x0000`` stored (and delivered)
 ``0xA700`` Refused, out of resources: the storage raised :class:`OSError`
            (disk full, quota, permission, I/O error) or
-           :class:`MemoryError`, or the instance could not be delivered
-           because its consumer is gone or the server is closing
-           (:class:`DeliveryRefused`). What was stored is removed.
+           :class:`MemoryError`; or another instance already holds the
+           file name this one would get (:class:`NameCollision`); or the
+           instance could not be delivered because its consumer is gone
+           or the server is closing (:class:`DeliveryRefused`); or a
+           deflated data set inflates past the limit (the data may be
+           well formed: it is refused for what it would cost, not
+           misunderstood). What was stored is removed.
 ``0xA900`` Error, data set does not match SOP class: the data set's SOP
            Class UID differs from the request's Affected SOP Class UID.
-``0xC000`` Error, cannot understand: the data set cannot be parsed or has
-           no SOP Instance UID.
+``0xC000`` Error, cannot understand: the data set is empty, cut short, not
+           a DICOM data set, or has no SOP Instance UID.
 ``0xC001`` Error, cannot understand: the application's callback or a
            post-store hook raised (anything but :class:`OSError`, which
            gives ``0xA700``). What was stored is removed.
@@ -44,65 +60,54 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import inspect
 import io
-import itertools
 import logging
 import os
 import re
-import secrets
 import shutil
 import string
-import struct
 import threading
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
-import anyio.from_thread
-from anyio.lowlevel import EventLoopToken
-from pydicom import dcmread
+from pydicom import __version_info__, dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.filereader import read_dataset
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
+from . import _dataset
+from . import status as _status
+from ._dimse.bridge import run_in_thread
+from ._dimse.portal import LoopPortal
+from ._files import atomic_write
 from .errors import StorageError
 
 __all__ = [
-    "STATUS_BAD_SOP_CLASS",
-    "STATUS_CALLBACK_FAILED",
-    "STATUS_CANNOT_UNDERSTAND",
-    "STATUS_OUT_OF_RESOURCES",
-    "STATUS_SUCCESS",
     "CallbackStorage",
     "DeliveryRefused",
     "DiskStorage",
+    "IncomingInstance",
     "InvalidDataset",
     "MemoryStorage",
+    "NameCollision",
     "ReceivedInstance",
     "Storage",
-    "association_id",
-    "handle_store",
+    "store_instance",
 ]
 
 LOGGER = logging.getLogger("aiodicomnet.storage")
 
-STATUS_SUCCESS = 0x0000
-#: Refused: out of resources (storage failed, or consumer gone / server closing).
-STATUS_OUT_OF_RESOURCES = 0xA700
-#: Error: data set does not match SOP class.
-STATUS_BAD_SOP_CLASS = 0xA900
-#: Error: cannot understand (the data set cannot be parsed or has no SOP Instance UID).
-STATUS_CANNOT_UNDERSTAND = 0xC000
-#: Error: cannot understand, used when the application's callback or hook raised.
-STATUS_CALLBACK_FAILED = 0xC001
-
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+#: Implementation Class UID and Version Name written to File Meta by default
+#: (the receiving path passes pynetdicom's: the software that received it).
+_PYDICOM_IMPLEMENTATION = (PYDICOM_IMPLEMENTATION_UID, f"PYDICOM {'.'.join(__version_info__)}")
 
 # Header attributes parsed for every instance (routing and naming).
 _BASE_KEYWORDS = (
@@ -119,10 +124,11 @@ class InvalidDataset(StorageError, ValueError):
     """The received data set cannot be stored as it is.
 
     Attributes:
-        status: the C-STORE status to answer (``0xC000`` or ``0xA900``).
+        status: the C-STORE status to answer (``0xC000``, ``0xA900``, or
+            ``0xA700`` for a deflated data set that inflates past the limit).
     """
 
-    def __init__(self, message: str, *, status: int = STATUS_CANNOT_UNDERSTAND) -> None:
+    def __init__(self, message: str, *, status: int = _status.CANNOT_UNDERSTAND) -> None:
         super().__init__(message)
         self.status = status
 
@@ -131,23 +137,274 @@ class DeliveryRefused(StorageError):
     """A stored instance could not be handed to anyone (consumer gone, server closing)."""
 
 
-# -- association ids -------------------------------------------------------------
+class NameCollision(StorageError):
+    """Another instance already holds the file this one would be written to.
 
-_ASSOC_ID_ATTR = "_adn_association_id"
-_assoc_ids = itertools.count(1)
-_assoc_id_lock = threading.Lock()
+    Never resolved by replacing the other one, which was acknowledged: the
+    new instance is refused (``0xA700``). It happens when a layout maps two
+    instances to one path (one without ``{SOPInstanceUID}``, or a name cut
+    by a format spec such as ``{SOPInstanceUID:.8}``).
+
+    Attributes:
+        path: the file in question.
+        holder: the SOP Instance UID of the instance already there.
+    """
+
+    def __init__(self, path: Path, holder: str, incoming: str) -> None:
+        super().__init__(f"{path} already holds instance {holder}, not {incoming}")
+        self.path = path
+        self.holder = holder
 
 
-def association_id(assoc: Any) -> int:
-    """A process-wide unique number for a pynetdicom association (1, 2, ...)."""
-    value = getattr(assoc, _ASSOC_ID_ATTR, None)
-    if value is None:
-        with _assoc_id_lock:
-            value = getattr(assoc, _ASSOC_ID_ATTR, None)
-            if value is None:
-                value = next(_assoc_ids)
-                setattr(assoc, _ASSOC_ID_ATTR, value)
-    return int(value)
+def _header_until(keywords: Iterable[str]) -> int:
+    tags = [tag_for_keyword(k) for k in keywords]
+    return max(t for t in tags if t is not None)
+
+
+_BASE_LAST_TAG = _header_until(_BASE_KEYWORDS)
+
+
+# -- IncomingInstance -----------------------------------------------------------------
+
+
+class IncomingInstance:
+    """One instance arriving by C-STORE, before it is stored: what a :class:`Storage` gets.
+
+    Made by the library from the C-STORE request (in the association's
+    thread); a storage reads it and returns :meth:`received`. The data set
+    has been checked to its end before a storage sees it.
+
+    Attributes:
+        sop_class_uid: Affected SOP Class UID of the C-STORE request.
+        sop_instance_uid: Affected SOP Instance UID of the C-STORE request.
+        transfer_syntax_uid: the transfer syntax of the presentation context used.
+        encoded: the data set exactly as received (no preamble, no File
+            Meta); deflated if the transfer syntax is. See also :meth:`open`.
+        calling_ae: the association requestor's AE title.
+        called_ae: the AE title the requestor called.
+        remote_ae: the AE title of the peer that sent the instance (the
+            calling AE on a Storage SCP, the called AE during a C-GET).
+        peer: ``(host, port)`` of the sender.
+        association_id: a process-wide unique number of the association
+            (instances sent on one association share it).
+        message_id: the C-STORE request's Message ID.
+        move_originator_ae: Move Originator AE Title, for C-MOVE sub-operations.
+        move_originator_message_id: Move Originator Message ID, likewise.
+    """
+
+    __slots__ = (
+        "_checked",
+        "_headers",
+        "_implementation",
+        "_meta",
+        "association_id",
+        "called_ae",
+        "calling_ae",
+        "encoded",
+        "message_id",
+        "move_originator_ae",
+        "move_originator_message_id",
+        "peer",
+        "remote_ae",
+        "sop_class_uid",
+        "sop_instance_uid",
+        "transfer_syntax_uid",
+    )
+
+    def __init__(
+        self,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        encoded: bytes,
+        calling_ae: str = "",
+        called_ae: str = "",
+        remote_ae: str = "",
+        peer: tuple[str, int] = ("", 0),
+        association_id: int = 0,
+        message_id: int | None = None,
+        move_originator_ae: str | None = None,
+        move_originator_message_id: int | None = None,
+        implementation: tuple[str, str] = _PYDICOM_IMPLEMENTATION,
+    ) -> None:
+        self.sop_class_uid = UID(sop_class_uid)
+        self.sop_instance_uid = UID(sop_instance_uid)
+        self.transfer_syntax_uid = UID(transfer_syntax_uid)
+        self.encoded = encoded
+        self.calling_ae = calling_ae
+        self.called_ae = called_ae
+        self.remote_ae = remote_ae
+        self.peer = peer
+        self.association_id = association_id
+        self.message_id = message_id
+        self.move_originator_ae = move_originator_ae
+        self.move_originator_message_id = move_originator_message_id
+        self._implementation = implementation
+        self._checked: _dataset.Checked | None = None
+        self._meta: bytes | None = None
+        self._headers: dict[int | None, Dataset] = {}
+
+    @property
+    def size(self) -> int:
+        """Size in bytes of the encoded data set (without File Meta)."""
+        return len(self.encoded)
+
+    def open(self) -> BinaryIO:
+        """The encoded data set as a readable binary stream."""
+        return io.BytesIO(self.encoded)
+
+    @property
+    def encoded_meta(self) -> bytes:
+        """The File Meta Information (group 0002) to write before the data set, encoded."""
+        if self._meta is None:
+            self._meta = _dataset.encode_file_meta(
+                self.sop_class_uid,
+                self.sop_instance_uid,
+                self.transfer_syntax_uid,
+                self.remote_ae,
+                self._implementation,
+            )
+        return self._meta
+
+    @property
+    def file_meta(self) -> FileMetaDataset:
+        """The File Meta Information, decoded."""
+        return _decode_meta(self.encoded_meta)
+
+    def header(self, *keywords: str) -> Dataset:
+        """The data set's top-level elements before Pixel Data, decoded lazily.
+
+        With ``keywords``, parsing stops after the last of them (cheaper when
+        only a few attributes are needed). Nothing is ever decoded past the
+        header, and pixel data are never read.
+
+        Raises:
+            InvalidDataset: the data set cannot be parsed.
+        """
+        return self._header_until(_header_until(keywords) if keywords else None)
+
+    def _header_until(self, last_tag: int | None) -> Dataset:
+        header = self._headers.get(last_tag)
+        if header is None:
+            checked = self.check()
+            ts = self.transfer_syntax_uid
+            try:
+                header = _dataset.parse_header(
+                    checked.header,
+                    implicit=ts.is_implicit_VR,
+                    little=ts.is_little_endian,
+                    last_tag=last_tag,
+                )
+            except Exception as exc:
+                raise InvalidDataset(f"the data set header cannot be parsed: {exc}") from exc
+            self._headers[last_tag] = header
+        return header
+
+    def check(self) -> _dataset.Checked:
+        """Walk the data set to its end without decoding it (once; see the module doc).
+
+        Raises:
+            InvalidDataset: empty, cut short, not DICOM (``0xC000``), or a
+                deflated data set inflating past the limit (``0xA700``).
+        """
+        if self._checked is None:
+            ts = self.transfer_syntax_uid
+            try:
+                self._checked = _dataset.check(
+                    self.encoded,
+                    implicit=ts.is_implicit_VR,
+                    little=ts.is_little_endian,
+                    deflated=ts.is_deflated,
+                )
+            except _dataset.TooLarge as exc:
+                raise InvalidDataset(str(exc), status=_status.OUT_OF_RESOURCES) from exc
+            except _dataset.Malformed as exc:
+                raise InvalidDataset(f"the data set cannot be parsed: {exc}") from exc
+        return self._checked
+
+    def validate(self) -> None:
+        """Check what a C-STORE SCP checks before storing (the library calls it).
+
+        Raises:
+            InvalidDataset: the data set cannot be parsed or has no SOP
+                Instance UID (``0xC000``), its SOP Class differs from the
+                request's (``0xA900``), or it inflates past the limit (``0xA700``).
+        """
+        header = self._header_until(_BASE_LAST_TAG)
+        try:
+            uid = header.get("SOPInstanceUID")
+            sop_class = header.get("SOPClassUID")
+        except Exception as exc:
+            raise InvalidDataset(f"the data set header cannot be decoded: {exc}") from exc
+        if not uid:
+            raise InvalidDataset("the data set has no SOP Instance UID")
+        if uid != self.sop_instance_uid:
+            LOGGER.warning(
+                "data set SOP Instance UID %s differs from the request's %s",
+                uid,
+                self.sop_instance_uid,
+            )
+        if sop_class and sop_class != self.sop_class_uid:
+            raise InvalidDataset(
+                f"data set SOP Class {sop_class} does not match the request's {self.sop_class_uid}",
+                status=_status.DATA_SET_MISMATCH,
+            )
+
+    def write_part10(self, f: BinaryIO) -> None:
+        """Write the instance as a DICOM Part 10 file to ``f`` (preamble, File Meta, data set)."""
+        f.write(_PREAMBLE + self.encoded_meta)
+        f.write(self.encoded)
+
+    def read(self) -> bytes:
+        """The instance as a DICOM Part 10 file (preamble, File Meta, data set)."""
+        return b"".join((_PREAMBLE, self.encoded_meta, self.encoded))
+
+    def received(
+        self, path: str | os.PathLike[str] | None = None, *, header: Dataset | None = None
+    ) -> ReceivedInstance:
+        """The :class:`ReceivedInstance` a :meth:`Storage.store` returns.
+
+        Args:
+            path: the Part 10 file the instance was written to, as
+                :meth:`write_part10` writes it; ``None`` keeps the encoded
+                data set in memory.
+            header: the header to carry (default: up to Series Instance UID).
+        """
+        if header is None:
+            header = self._header_until(_BASE_LAST_TAG)
+        where: dict[str, Any] = (
+            {"encoded": self.encoded}
+            if path is None
+            else {"path": Path(path), "data_offset": len(_PREAMBLE) + len(self.encoded_meta)}
+        )
+        return ReceivedInstance(
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_instance_uid,
+            transfer_syntax_uid=self.transfer_syntax_uid,
+            encoded_meta=self.encoded_meta,
+            header=header,
+            calling_ae=self.calling_ae,
+            called_ae=self.called_ae,
+            remote_ae=self.remote_ae,
+            peer=self.peer,
+            association_id=self.association_id,
+            size=self.size,
+            move_originator_ae=self.move_originator_ae,
+            move_originator_message_id=self.move_originator_message_id,
+            **where,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<IncomingInstance {self.sop_instance_uid} ({self.sop_class_uid.name}) "
+            f"from {self.remote_ae} {self.size} bytes>"
+        )
+
+
+def _decode_meta(encoded_meta: bytes) -> FileMetaDataset:
+    # encoded_meta starts with the group length element; pydicom reads it all
+    return FileMetaDataset(read_dataset(io.BytesIO(encoded_meta), False, True))
 
 
 # -- ReceivedInstance -----------------------------------------------------------------
@@ -161,7 +418,7 @@ class ReceivedInstance:
     for ``pixel_array``). Decoding is CPU work, and :attr:`encoded`,
     :meth:`read` and :meth:`save` read or write files for an instance on disk:
     from the event loop prefer ``await instance.load_dataset()`` (decodes in a
-    worker thread) or wrap them in ``anyio.to_thread.run_sync``.
+    thread of its own), and call the others from a thread.
 
     Attributes:
         sop_class_uid: Affected SOP Class UID of the C-STORE request.
@@ -260,9 +517,7 @@ class ReceivedInstance:
         """The File Meta Information (group 0002) of the Part 10 file."""
         meta = self._file_meta
         if meta is None:
-            # encoded_meta starts with the group length element; pydicom reads it all
-            raw = read_dataset(io.BytesIO(self.encoded_meta), False, True)
-            meta = self._file_meta = FileMetaDataset(raw)
+            meta = self._file_meta = _decode_meta(self.encoded_meta)
         return meta
 
     @property
@@ -295,7 +550,7 @@ class ReceivedInstance:
         """:attr:`dataset`, decoded in a worker thread so the event loop stays free."""
         if self._dataset is not None:
             return self._dataset
-        return await anyio.to_thread.run_sync(lambda: self.dataset)
+        return await run_in_thread(lambda: self.dataset)
 
     def _decode(self) -> FileDataset:
         if self._encoded is None:
@@ -328,7 +583,7 @@ class ReceivedInstance:
             assert self.path is not None
             source = self.path
 
-            def write(f: Any) -> None:
+            def write(f: BinaryIO) -> None:
                 with open(source, "rb") as src:
                     shutil.copyfileobj(src, f, 1 << 20)
 
@@ -336,11 +591,11 @@ class ReceivedInstance:
             head = _PREAMBLE + self.encoded_meta
             encoded = self._encoded
 
-            def write(f: Any) -> None:
+            def write(f: BinaryIO) -> None:
                 f.write(head)
                 f.write(encoded)
 
-        _atomic_write(target, write, fsync=False)
+        atomic_write(target, write)
         return target
 
     def __repr__(self) -> str:
@@ -362,158 +617,11 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 
 
 def _inflate(data: bytes) -> bytes:
+    """Inflate a deflated data set (already walked: it fits within the limit)."""
     try:
         return zlib.decompress(data, -zlib.MAX_WBITS)
     except zlib.error as exc:
         raise InvalidDataset(f"cannot inflate the deflated data set: {exc}") from exc
-
-
-# -- reading what pynetdicom received -------------------------------------------------
-
-
-def _last_tag(keywords: Iterable[str]) -> int:
-    tags = [tag_for_keyword(k) for k in keywords]
-    return max(t for t in tags if t is not None)
-
-
-_BASE_LAST_TAG = _last_tag(_BASE_KEYWORDS)
-
-
-class _Received:
-    """What an EVT_C_STORE event carries, read without decoding the data set."""
-
-    __slots__ = (
-        "assoc_id",
-        "called_ae",
-        "calling_ae",
-        "data",
-        "header",
-        "move_ae",
-        "move_id",
-        "peer",
-        "remote_ae",
-        "sop_class_uid",
-        "sop_instance_uid",
-        "transfer_syntax",
-    )
-
-    def __init__(self, event: Any, last_tag: int) -> None:
-        request = event.request
-        assoc = event.assoc
-        self.transfer_syntax = UID(event.context.transfer_syntax)
-        self.sop_class_uid = UID(request.AffectedSOPClassUID)
-        self.sop_instance_uid = UID(request.AffectedSOPInstanceUID)
-        data_set = request.DataSet
-        self.data: bytes = data_set.getvalue() if data_set is not None else b""
-        self.move_ae: str | None = (
-            request.MoveOriginatorApplicationEntityTitle or ""
-        ).strip() or None
-        self.move_id: int | None = request.MoveOriginatorMessageID
-        self.assoc_id = association_id(assoc)
-        requestor, acceptor = assoc.requestor, assoc.acceptor
-        self.calling_ae = str(requestor.ae_title).strip()
-        called = getattr(getattr(requestor, "primitive", None), "called_ae_title", None)
-        self.called_ae = str(called or acceptor.ae_title).strip()
-        remote = requestor if assoc.is_acceptor else acceptor
-        self.remote_ae = self.calling_ae if assoc.is_acceptor else self.called_ae
-        try:
-            self.peer: tuple[str, int] = (str(remote.address), int(remote.port))
-        except (ValueError, TypeError):
-            self.peer = ("", 0)
-        self.header = _read_header(self.data, self.transfer_syntax, last_tag)
-        self._check()
-
-    def _check(self) -> None:
-        try:
-            uid = self.header.get("SOPInstanceUID")
-            sop_class = self.header.get("SOPClassUID")
-        except Exception as exc:
-            raise InvalidDataset(f"the data set header cannot be decoded: {exc}") from exc
-        if not uid:
-            raise InvalidDataset("the data set has no SOP Instance UID")
-        if uid != self.sop_instance_uid:
-            LOGGER.warning(
-                "data set SOP Instance UID %s differs from the request's %s",
-                uid,
-                self.sop_instance_uid,
-            )
-        if sop_class and sop_class != self.sop_class_uid:
-            raise InvalidDataset(
-                f"data set SOP Class {sop_class} does not match the request's {self.sop_class_uid}",
-                status=STATUS_BAD_SOP_CLASS,
-            )
-
-    def encoded_meta(self) -> bytes:
-        return _encode_meta(
-            self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax, self.remote_ae
-        )
-
-    def instance(self, meta: bytes, **where: Any) -> ReceivedInstance:
-        return ReceivedInstance(
-            sop_class_uid=self.sop_class_uid,
-            sop_instance_uid=self.sop_instance_uid,
-            transfer_syntax_uid=self.transfer_syntax,
-            encoded_meta=meta,
-            header=self.header,
-            calling_ae=self.calling_ae,
-            called_ae=self.called_ae,
-            remote_ae=self.remote_ae,
-            peer=self.peer,
-            association_id=self.assoc_id,
-            size=len(self.data),
-            move_originator_ae=self.move_ae,
-            move_originator_message_id=self.move_id,
-            **where,
-        )
-
-
-def _element(tag: int, vr: bytes, value: bytes) -> bytes:
-    """One explicit VR little endian element (group 0002 has no long-form VRs but OB)."""
-    if len(value) % 2:
-        value += b"\0" if vr == b"UI" else b" "
-    if vr == b"OB":
-        return struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
-
-
-def _encode_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> bytes:
-    """The File Meta Information group, encoded (what pydicom would write, quicker)."""
-    body = b"".join(
-        (
-            _element(0x00020001, b"OB", b"\x00\x01"),
-            _element(0x00020002, b"UI", sop_class.encode("ascii")),
-            _element(0x00020003, b"UI", sop_instance.encode("ascii")),
-            _element(0x00020010, b"UI", transfer_syntax.encode("ascii")),
-            _element(0x00020012, b"UI", PYNETDICOM_IMPLEMENTATION_UID.encode("ascii")),
-            _element(0x00020013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")),
-            _element(0x00020016, b"AE", source_ae.encode("ascii")) if source_ae else b"",
-        )
-    )
-    return _element(0x00020000, b"UL", struct.pack("<I", len(body))) + body
-
-
-def _read_header(data: bytes, ts: UID, last_tag: int) -> Dataset:
-    """Parse the top-level elements up to ``last_tag``, and nothing after."""
-    if not data:
-        raise InvalidDataset("the C-STORE request has an empty data set")
-    try:
-        if ts.is_deflated:
-            # Inflate only a prefix: the header sits at the start of the data set.
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            head = inflater.decompress(data, 1 << 16)
-            stream = io.BytesIO(head if len(head) < (1 << 16) else _inflate(data))
-        else:
-            stream = io.BytesIO(data)
-        return read_dataset(
-            stream,
-            ts.is_implicit_VR,
-            ts.is_little_endian,
-            stop_when=lambda tag, vr, length: tag > last_tag,
-        )
-    except InvalidDataset:
-        raise
-    except Exception as exc:
-        raise InvalidDataset(f"the data set cannot be parsed: {exc}") from exc
 
 
 # -- Storage ------------------------------------------------------------------------
@@ -522,25 +630,28 @@ def _read_header(data: bytes, ts: UID, last_tag: int) -> Dataset:
 class Storage(ABC):
     """Where received instances go. Subclass it to store them elsewhere.
 
-    :meth:`store` runs in pynetdicom's association thread (never on the event
-    loop) and may block: a slow store slows the sender, which is the point.
+    :meth:`store` runs in the association's thread (never on the event loop)
+    and may block: a slow store slows the sender, which is the point. It gets
+    an :class:`IncomingInstance` whose data set was already checked to its
+    end, and returns :meth:`IncomingInstance.received` (with the file it
+    wrote, if any). The instance is acknowledged only after it returns.
     """
 
     @abstractmethod
-    def store(self, event: Any) -> ReceivedInstance:
-        """Store the instance of an ``EVT_C_STORE`` event and describe it.
+    def store(self, incoming: IncomingInstance) -> ReceivedInstance:
+        """Store ``incoming`` and describe where it went.
 
         Raises:
             InvalidDataset: the data set cannot be understood (``0xC000``/``0xA900``).
             OSError: the instance could not be written (``0xA700``).
+            NameCollision: another instance holds its name (``0xA700``).
         """
 
-    def bind(self, token: EventLoopToken | None) -> Storage:
-        """A storage for one server or operation running on the event loop of ``token``.
+    def bind(self) -> Storage:
+        """The storage to use for one server or C-GET; called on its event loop as it starts.
 
-        Called on the event loop when a server starts or a C-GET begins; the
-        default returns ``self``. :class:`CallbackStorage` uses the token to
-        run ``async`` callbacks on that loop.
+        The default returns ``self``. :class:`CallbackStorage` returns a copy
+        that can run an ``async`` callback on that event loop.
         """
         return self
 
@@ -555,42 +666,125 @@ class Storage(ABC):
 class MemoryStorage(Storage):
     """Keep each instance's encoded data set in memory (in the ReceivedInstance)."""
 
-    def store(self, event: Any) -> ReceivedInstance:
-        """Parse the header and return an in-memory :class:`ReceivedInstance`."""
-        received = _Received(event, _BASE_LAST_TAG)
-        return received.instance(received.encoded_meta(), encoded=received.data)
+    def store(self, incoming: IncomingInstance) -> ReceivedInstance:
+        """Return an in-memory :class:`ReceivedInstance`."""
+        return incoming.received()
 
     def describe(self) -> str:
         """``"memory"``."""
         return "memory"
 
 
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# -- file names -----------------------------------------------------------------------
+
+# Characters never kept in a name: path separators, reserved on Windows, control
+# characters, and "~", which marks the hash suffix (so that no kept value can look
+# like a hashed one).
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|~]')
+_UID_TEXT = re.compile(r"[0-9.]{1,64}")
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
     | {f"COM{i}" for i in range(1, 10)}
     | {f"LPT{i}" for i in range(1, 10)}
 )
-_MAX_COMPONENT_BYTES = 128
+_MAX_KEPT_BYTES = 96  # longer values are cut and hashed: name components stay < 128 bytes
+_MISSING = "UNKNOWN"
 
 
-def _safe_component(value: object) -> str:
-    """Neutralise a value for use as one path component."""
+def _value_text(value: object) -> str:
     if isinstance(value, (MultiValue, list, tuple)):
-        text = "_".join(str(v) for v in value)
-    else:
-        text = "" if value is None else str(value)
+        return "\\".join(str(v) for v in value)  # "\\" is unsafe: multi-values get hashed
+    return "" if value is None else str(value)
+
+
+def _kept_as_is(text: str, vr: str) -> bool:
+    """Whether ``text`` can name a file or directory as it is, on every platform."""
+    if vr == "UI":
+        # Digits and dots only: a conformant UID (PS3.5 9.1), and never two that
+        # differ by case only, so also safe on case-insensitive file systems.
+        return bool(_UID_TEXT.fullmatch(text)) and not text.startswith(".") and ".." not in text
+    return (
+        text != _MISSING
+        and not _UNSAFE.search(text)
+        and text == text.strip(" ")
+        and not text.startswith(".")
+        and not text.endswith(".")
+        and ".." not in text
+        and text.split(".")[0].upper() not in _WINDOWS_RESERVED
+        and len(text.encode("utf-8", "surrogatepass")) <= _MAX_KEPT_BYTES
+    )
+
+
+def _cleaned(text: str) -> str:
+    """``text`` with what cannot be in a name replaced by ``_``, cut to a length."""
     text = _UNSAFE.sub("_", text).strip(" ")
-    # ".." anywhere and leading dots (hidden files) become underscores
     text = re.sub(r"^\.+|\.{2,}", lambda m: "_" * len(m.group()), text).rstrip(". ")
-    encoded = text.encode("utf-8")
-    if len(encoded) > _MAX_COMPONENT_BYTES:
-        text = encoded[:_MAX_COMPONENT_BYTES].decode("utf-8", "ignore").rstrip(". ")
-    if not text:
-        return "UNKNOWN"
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) > _MAX_KEPT_BYTES:
+        text = encoded[:_MAX_KEPT_BYTES].decode("utf-8", "ignore").rstrip(". ")
     if text.split(".")[0].upper() in _WINDOWS_RESERVED:
         text = "_" + text
     return text
+
+
+def _name(value: object, vr: str = "") -> str:
+    """A value as (part of) a path component, injectively.
+
+    A value that can stand as it is stays as it is (every conformant UID does);
+    any other one is cleaned *and* gets ``~`` and 24 hex digits of the SHA-256
+    of the original, so two values never share a name: ``1.2/3`` gives
+    ``1.2_3~…`` while ``1.2_3`` stays ``1.2_3``; ``..`` gives ``__~…`` while
+    ``__`` stays ``__``. No kept value contains ``~``. A missing or empty
+    value gives ``UNKNOWN``.
+    """
+    text = _value_text(value)
+    if text == "":
+        return _MISSING
+    if _kept_as_is(text, vr):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{_cleaned(text)}~{digest}"
+
+
+def _holder(path: Path) -> str | None:
+    """The SOP Instance UID in the File Meta of the file at ``path``; None if no file.
+
+    ``""`` for a file that cannot be read as DICOM (not one of ours: ours are
+    always complete).
+    """
+    try:
+        meta = read_file_meta_info(path)
+    except FileNotFoundError:
+        return None
+    except Exception:
+        return ""
+    return str(meta.get("MediaStorageSOPInstanceUID", "")).rstrip("\0 ")
+
+
+# One lock for every DiskStorage of the process: "is the name free, then take it"
+# must be one step, or two associations could both find a name free.
+_NAMES = threading.Lock()
+
+
+def commit_instance(sop_instance_uid: str) -> Callable[[Path, Path], None]:
+    """An :func:`~aiodicomnet._files.atomic_write` commit that never replaces another instance.
+
+    The finished file takes the name if the name is free, or holds the same
+    instance (received again: it replaces its earlier copy), or holds a file
+    that is not DICOM; otherwise :class:`NameCollision` is raised and the
+    instance already there stays.
+    """
+
+    def commit(tmp: Path, final: Path) -> None:
+        with _NAMES:
+            holder = _holder(final)
+            if holder and holder != sop_instance_uid:
+                raise NameCollision(final, holder, sop_instance_uid)
+            if holder == "":
+                LOGGER.warning("replacing %s, which is not a DICOM file", final)
+            os.replace(tmp, final)
+
+    return commit
 
 
 class DiskStorage(Storage):
@@ -600,17 +794,27 @@ class DiskStorage(Storage):
         root: the directory files go under (created when needed).
         layout: a :meth:`str.format` template of DICOM keywords giving the
             path relative to ``root``, ``/`` separating directories; a format
-            spec works on integer values (``{InstanceNumber:05d}``). Each
-            value is neutralised first: path separators, NUL, control and
-            reserved characters become ``_``, leading dots become ``_``, an
-            empty or missing value becomes ``UNKNOWN``; ``..`` becomes ``__``.
+            spec works on integer values (``{InstanceNumber:05d}``).
         fsync: flush the file and its directory to stable storage before
             acknowledging (slower, survives power loss).
 
+    Names are injective: two different values never give the same name, so
+    two instances never share a file. A value that can name a file as it is
+    stays as it is (every conformant UID does); any other value (path
+    separators, NUL, control or reserved characters, leading dots, ``..``,
+    ``~``, a name Windows reserves, more than 96 bytes, a UID with other
+    characters than digits and dots) is cleaned (``_`` for what cannot stay)
+    and gets ``~`` and 24 hex digits of a SHA-256 of the original: ``..``
+    becomes ``__~3c0f…``, while ``__`` stays ``__``. A missing or empty value
+    becomes ``UNKNOWN``.
+
     The file is written to a hidden temporary file in its target directory and
-    renamed into place with :func:`os.replace`: no partial file ever sits under
-    a final name, and the temporary file is removed if writing fails. An
-    instance received again replaces the earlier file.
+    renamed into place: no partial file ever sits under a final name, and the
+    temporary file is removed if writing fails. An instance received again
+    replaces its earlier file; a *different* instance is never written over
+    one already stored: it is refused (:class:`NameCollision`, ``0xA700``),
+    as happens when the layout itself maps two instances to one path (no
+    ``{SOPInstanceUID}``).
     """
 
     def __init__(
@@ -625,7 +829,7 @@ class DiskStorage(Storage):
         self.fsync = fsync
         self._keywords = _layout_keywords(layout)
         self._parsed = list(string.Formatter().parse(layout))
-        self._last_tag = _last_tag([*_BASE_KEYWORDS, *self._keywords])
+        self._last_tag: int | None = _header_until([*_BASE_KEYWORDS, *self._keywords])
 
     def path_for(self, header: Dataset) -> Path:
         """The final path of an instance with these header attributes."""
@@ -634,42 +838,43 @@ class DiskStorage(Storage):
             pieces.append(literal)
             if keyword is None:
                 continue
-            try:
-                value = header.get(keyword)
-            except Exception:
-                value = None
-            if isinstance(value, int) and dictionary_VR(keyword) in _INT_VRS:
-                try:
-                    pieces.append(_safe_component(format(int(value), spec or "")))
-                    continue
-                except ValueError:
-                    pass
-            text = _safe_component(value)
-            if spec:
-                with contextlib.suppress(ValueError, TypeError):
-                    text = _safe_component(format(text, spec))
-            pieces.append(text)
-        relative = "".join(pieces)
-        parts = [_safe_component(p) for p in relative.split("/") if p not in ("", ".")]
+            pieces.append(self._piece(header, keyword, spec or ""))
+        parts = [p for p in "".join(pieces).split("/") if p not in ("", ".")]
         final = self.root.joinpath(*parts)
-        if os.path.commonpath([self.root, final]) != str(self.root) or final == self.root:
+        if (
+            ".." in parts
+            or os.path.commonpath([self.root, final]) != str(self.root)
+            or final == self.root
+        ):
             raise InvalidDataset(f"layout puts the instance outside the storage root: {final}")
         return final
 
-    def store(self, event: Any) -> ReceivedInstance:
-        """Write the received data set after its File Meta, atomically."""
-        received = _Received(event, self._last_tag)
-        final = self.path_for(received.header)
-        meta = received.encoded_meta()
-        head = _PREAMBLE + meta
-        data = received.data
+    @staticmethod
+    def _piece(header: Dataset, keyword: str, spec: str) -> str:
+        try:
+            value = header.get(keyword)
+        except Exception:
+            value = None
+        vr = dictionary_VR(keyword)
+        if isinstance(value, int) and vr in _INT_VRS:
+            with contextlib.suppress(ValueError):
+                return _name(format(int(value), spec))
+        if spec and value not in (None, ""):
+            with contextlib.suppress(ValueError, TypeError):
+                return _name(format(_value_text(value), spec), vr)
+        return _name(value, vr)
 
-        def write(f: Any) -> None:
-            f.write(head)
-            f.write(data)
-
-        _atomic_write(final, write, fsync=self.fsync)
-        return received.instance(meta, path=final, data_offset=len(head))
+    def store(self, incoming: IncomingInstance) -> ReceivedInstance:
+        """Write the received data set after its File Meta, atomically, under a name of its own."""
+        header = incoming._header_until(self._last_tag)
+        final = self.path_for(header)
+        atomic_write(
+            final,
+            incoming.write_part10,
+            fsync=self.fsync,
+            commit=commit_instance(incoming.sop_instance_uid),
+        )
+        return incoming.received(final, header=header)
 
     def discard(self, instance: ReceivedInstance) -> None:
         """Remove the file written for ``instance``."""
@@ -703,40 +908,10 @@ def _layout_keywords(layout: str) -> list[str]:
         raise ValueError(f"layout {layout!r} cannot be formatted: {exc}") from exc
     if "SOPInstanceUID" not in keywords:
         LOGGER.warning(
-            "layout %r has no {SOPInstanceUID}: instances may overwrite each other", layout
+            "layout %r has no {SOPInstanceUID}: instances that would share a file are refused",
+            layout,
         )
     return keywords
-
-
-def _atomic_write(final: Path, write: Callable[[Any], None], *, fsync: bool) -> None:
-    """Write via a hidden temporary file in the same directory, then rename."""
-    directory = final.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = directory / f".{final.name}.{secrets.token_hex(4)}.part"
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - 32 random bits collided
-            continue
-    try:
-        with open(fd, "wb") as f:
-            write(f)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if fsync and hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 class _SyncCallback(Protocol):
@@ -753,29 +928,24 @@ class CallbackStorage(Storage):
     ``0xC001``; either way the instance is not acknowledged.
     """
 
-    def __init__(
-        self,
-        fn: Callable[[ReceivedInstance], Awaitable[object]] | _SyncCallback,
-        *,
-        _token: EventLoopToken | None = None,
-    ) -> None:
+    def __init__(self, fn: Callable[[ReceivedInstance], Awaitable[object]] | _SyncCallback) -> None:
         self.fn = fn
         self.is_async = _is_async_callable(fn)
-        self._token = _token
+        self._portal: LoopPortal | None = None
 
-    def bind(self, token: EventLoopToken | None) -> CallbackStorage:
-        """A copy that runs an async ``fn`` on the event loop of ``token``."""
-        return CallbackStorage(self.fn, _token=token)
+    def bind(self) -> CallbackStorage:
+        """A copy that runs an async ``fn`` on the running event loop."""
+        bound = CallbackStorage(self.fn)
+        bound._portal = LoopPortal()
+        return bound
 
-    def store(self, event: Any) -> ReceivedInstance:
+    def store(self, incoming: IncomingInstance) -> ReceivedInstance:
         """Keep the instance in memory, then call ``fn`` with it."""
-        received = _Received(event, _BASE_LAST_TAG)
-        instance = received.instance(received.encoded_meta(), encoded=received.data)
+        instance = incoming.received()
         if self.is_async:
-            if self._token is None:
+            if self._portal is None:
                 raise RuntimeError("an async callback needs a storage bound to an event loop")
-            fn = self.fn
-            anyio.from_thread.run(_call_async, fn, instance, token=self._token)
+            self._portal.run(_call_async, self.fn, instance)
         else:
             self.fn(instance)
         return instance
@@ -800,50 +970,42 @@ def _is_async_callable(fn: object) -> bool:
 # -- the C-STORE SCP step -------------------------------------------------------------
 
 
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        # Error Comment is LO: at most 64 characters, no backslash or control characters.
-        ds.ErrorComment = re.sub(r"[\x00-\x1f\\]", " ", comment)[:64]
-    return ds
-
-
 def _resource_error(exc: BaseException) -> bool:
-    return isinstance(exc, (OSError, MemoryError, DeliveryRefused))
+    return isinstance(exc, (OSError, MemoryError, DeliveryRefused, NameCollision))
 
 
-def handle_store(
-    event: Any,
+def store_instance(
+    incoming: IncomingInstance,
     storage: Storage,
     deliver: Callable[[ReceivedInstance], None] | None = None,
     *,
     logger: logging.Logger = LOGGER,
 ) -> Dataset:
-    """Store the instance of an ``EVT_C_STORE`` event, deliver it, return the status.
+    """Check, store and deliver one incoming instance; return the C-STORE status to answer.
 
-    The whole C-STORE SCP step, for an ``EVT_C_STORE`` handler: ``storage.store``,
-    then ``deliver(instance)`` (hooks, routing to a stream; it may block for
-    backpressure). Success is answered only after both returned. A failure in
-    ``deliver`` removes what was stored (``storage.discard``). The status
-    codes are those of the table in this module's documentation.
+    The whole C-STORE SCP step: :meth:`IncomingInstance.validate` (the data
+    set walked to its end), ``storage.store``, then ``deliver(instance)``
+    (hooks, routing to a stream; it may block for backpressure). Success is
+    answered only after all three returned. A failure in ``deliver`` removes
+    what was stored (``storage.discard``). The status codes are those of the
+    table in this module's documentation.
 
     Returns:
-        a status Dataset (Status, and Error Comment on failure) for pynetdicom.
+        a status Dataset (Status, and Error Comment on failure).
     """
-    request = event.request
-    uid = getattr(request, "AffectedSOPInstanceUID", None)
+    uid = incoming.sop_instance_uid
     try:
-        instance = storage.store(event)
+        incoming.validate()
+        instance = storage.store(incoming)
     except InvalidDataset as exc:
         logger.warning("C-STORE %s refused (0x%04X): %s", uid, exc.status, exc)
-        return _status(exc.status, str(exc))
+        return _status.status_dataset(exc.status, str(exc))
     except Exception as exc:
         if _resource_error(exc):
             logger.error("C-STORE %s: storage failed: %s", uid, exc)
-            return _status(STATUS_OUT_OF_RESOURCES, _describe(exc))
+            return _status.status_dataset(_status.OUT_OF_RESOURCES, _describe(exc))
         logger.exception("C-STORE %s: storage callback failed", uid)
-        return _status(STATUS_CALLBACK_FAILED, _describe(exc))
+        return _status.status_dataset(_status.CALLBACK_FAILED, _describe(exc))
     if deliver is not None:
         try:
             deliver(instance)
@@ -854,10 +1016,10 @@ def handle_store(
                 raise
             if _resource_error(exc):
                 logger.warning("C-STORE %s not delivered: %s", uid, exc)
-                return _status(STATUS_OUT_OF_RESOURCES, _describe(exc))
+                return _status.status_dataset(_status.OUT_OF_RESOURCES, _describe(exc))
             logger.exception("C-STORE %s: post-store hook failed", uid)
-            return _status(STATUS_CALLBACK_FAILED, _describe(exc))
-    return _status(STATUS_SUCCESS)
+            return _status.status_dataset(_status.CALLBACK_FAILED, _describe(exc))
+    return _status.status_dataset(_status.SUCCESS)
 
 
 def _describe(exc: BaseException) -> str:
@@ -865,3 +1027,22 @@ def _describe(exc: BaseException) -> str:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
         return f"{name}: {exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def handle_store(
+    event: Any,
+    storage: Storage,
+    deliver: Callable[[ReceivedInstance], None] | None = None,
+    *,
+    logger: logging.Logger = LOGGER,
+) -> Dataset:
+    """The C-STORE SCP step for a pynetdicom ``EVT_C_STORE`` event.
+
+    Kept for callers of its former place: an event belongs to the DIMSE
+    layer, so the step lives in :func:`aiodicomnet._dimse.incoming.handle_store`
+    (which reads the event into an :class:`IncomingInstance` and calls
+    :func:`store_instance`); import it from there.
+    """
+    from ._dimse.incoming import handle_store as handle
+
+    return handle(event, storage, deliver, logger=logger)

@@ -16,24 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, build_role
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
+
+from ..transfer_syntaxes import COMPRESSED, UNCOMPRESSED
 
 __all__ = [
     "COMPRESSED",
@@ -50,18 +38,7 @@ __all__ = [
 MAX_CONTEXTS = 128
 _VERIFICATION = "1.2.840.10008.1.1"
 
-UNCOMPRESSED: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
-COMPRESSED: list[str] = [
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-    DeflatedExplicitVRLittleEndian,
-]
+# The lists themselves are in aiodicomnet.transfer_syntaxes (one place for all of them).
 _UNCOMPRESSED = frozenset(UNCOMPRESSED)
 
 
