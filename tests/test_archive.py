@@ -29,6 +29,7 @@ test; see ``aiodicomnet/_index.py`` for the rules):
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -858,3 +859,66 @@ def test_matching_agrees_with_orthanc(
     ours = c_find_uids(served_archive.port, AET, model, level, keys)
     theirs = c_find_uids(orthanc_corpus.dicom_port, orthanc_corpus.ae_title, model, level, keys)
     assert ours == theirs, f"{model} ROOT {level} {keys}: ours {len(ours)}, Orthanc {len(theirs)}"
+
+
+# -- one file per instance, a bounded index --------------------------------------------
+
+
+async def test_uids_that_clean_alike_are_kept_and_served_apart(
+    tmp_path: Path, no_leaks: LeakCheck
+) -> None:
+    """Issue: "…40/739658" then "…40_739658" both acknowledged, the first overwritten, and
+    both UIDs indexed to one file (a C-MOVE of the first sent the second)."""
+    from tests import test_server as ts
+
+    series = make_series(2, rows=8, columns=8)
+    series[0].SOPInstanceUID = "1.2.826.0.1.3680043.40/739658"
+    series[1].SOPInstanceUID = "1.2.826.0.1.3680043.40_739658"
+    async with running(tmp_path / "archive") as archive:
+        statuses = await anyio.to_thread.run_sync(ts.send, archive.node, series)
+        assert statuses == [0, 0]
+        found = await archive.find(_identifier("IMAGE", SOPInstanceUID=""), "STUDY")
+        assert {str(ds.SOPInstanceUID) for ds in found} == {ds.SOPInstanceUID for ds in series}
+        index = archive._open_index()
+        paths = {ds.SOPInstanceUID: index.get(ds.SOPInstanceUID).path for ds in series}  # type: ignore[union-attr]
+    assert len(set(paths.values())) == 2
+    for uid_, path in paths.items():
+        assert dcmread(path).SOPInstanceUID == uid_
+
+
+def _identifier(level: str, **keys: object) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _index_fds(archive: Archive) -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith(str(archive.index_path))
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="Linux /proc")
+async def test_index_descriptors_stay_at_baseline_after_a_storm(
+    tmp_path: Path, corpus: Corpus, no_leaks: LeakCheck
+) -> None:
+    """Many finds at once, most of them cancelled: as many index descriptors after as before."""
+    async with running(tmp_path / "archive", corpus) as archive:
+        baseline = _index_fds(archive)
+        identifier = _identifier("IMAGE", SOPInstanceUID="", NumberOfSeriesRelatedInstances="")
+
+        async def one(cancel: bool) -> None:
+            with anyio.CancelScope() as scope:
+                if cancel:
+                    scope.cancel()
+                await archive.find(identifier, "STUDY")
+
+        async with anyio.create_task_group() as tg:
+            for n in range(40):
+                tg.start_soon(one, n % 2 == 0)
+        assert _index_fds(archive) == baseline
+    assert _index_fds(archive) == 0

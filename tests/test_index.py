@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -468,6 +469,48 @@ def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
     idx.close()
     with pytest.raises(RuntimeError):
         idx.counts()
+
+
+def index_fds(path: Path) -> int:
+    """This process's file descriptors on the index (database, WAL, shared memory)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd).startswith(str(path))
+        except OSError:  # closed meanwhile
+            continue
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="Linux /proc")
+def test_a_burst_of_queries_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    """30 threads querying at once: the same descriptors before and after (it was 3, then 39)."""
+    path = tmp_path / "index.sqlite"
+    idx = Index(path)
+    for ds in make_series(3):
+        idx.add(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm", size=1)
+    baseline = index_fds(path)
+    start = threading.Barrier(30)
+    errors: list[BaseException] = []
+
+    def burst() -> None:
+        try:
+            start.wait(10)
+            for _ in range(10):
+                list(idx.find(query("STUDY", NumberOfStudyRelatedInstances=""), "STUDY"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=burst) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert index_fds(path) == baseline <= 3 * Index.CONNECTIONS
+    idx.close()
+    assert index_fds(path) == 0
 
 
 def test_index_reads_real_files(tmp_path: Path) -> None:
