@@ -16,8 +16,8 @@ association's thread, before the instance is acknowledged:
   (plain or ``async``) with it.
 * a subclass of :class:`Storage` puts it anywhere else::
 
-      class BucketStorage(adn.Storage):
-          def store(self, incoming: adn.IncomingInstance) -> adn.ReceivedInstance:
+      class BucketStorage(Storage):
+          def store(self, incoming: IncomingInstance) -> ReceivedInstance:
               bucket.put(f"{incoming.sop_instance_uid}.dcm", incoming.read())
               return incoming.received()
 
