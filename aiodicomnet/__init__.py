@@ -49,7 +49,14 @@ from .query import (
 )
 from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
-from .storage import CallbackStorage, DiskStorage, MemoryStorage, ReceivedInstance, Storage
+from .storage import (
+    CallbackStorage,
+    DiskStorage,
+    IncomingInstance,
+    MemoryStorage,
+    ReceivedInstance,
+    Storage,
+)
 from .timeouts import Timeouts
 
 __version__ = "0.1.0"
@@ -72,6 +79,7 @@ __all__ = [
     "DimseTimeout",
     "DiskStorage",
     "FindAllResult",
+    "IncomingInstance",
     "IncompleteRetrieve",
     "InstanceOutcome",
     "MemoryStorage",

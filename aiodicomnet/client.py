@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from ._dimse import contexts as _cx
 from ._dimse.association import Association, next_message_id
 from ._dimse.connector import Connector
+from ._dimse.incoming import handle_store
 from ._dimse.store_plan import StoreSource, send_all
 from .errors import IncompleteRetrieve, NegotiationError, QueryError, StatusError
 from .nodes import Node, validate_ae_title
@@ -33,7 +34,7 @@ from .pooling import DEFAULT_POOL, PoolConfig
 from .query import LEVELS, UNIQUE_KEYS, Query, QueryLike, as_identifier, sop_class
 from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
-from .storage import MemoryStorage, ReceivedInstance, Storage, handle_store
+from .storage import MemoryStorage, ReceivedInstance, Storage
 from .timeouts import Timeouts
 
 __all__ = ["Client", "Operation"]

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 from pydicom.dataset import Dataset
 
+from ._dimse.bridge import run_in_thread
 from .archive import Archive
 from .client import Client
 from .query import Query
@@ -146,14 +145,14 @@ async def tour(
     tour_ = _Tour(out, report, total=10)
     async with AsyncExitStack() as stack:
         if directory is None:
-            root = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "aiodicomnet-tour-"))
+            root = Path(await run_in_thread(tempfile.mkdtemp, "", "aiodicomnet-tour-"))
 
             async def remove() -> None:
-                await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))
+                await run_in_thread(lambda: shutil.rmtree(root, ignore_errors=True))
 
             stack.push_async_callback(remove)
         else:
-            root = await anyio.to_thread.run_sync(_make_directory, directory)
+            root = await run_in_thread(_make_directory, directory)
             report.directory = root
         try:
             await _steps(tour_, stack, root, instances_per_series)
@@ -168,7 +167,7 @@ async def tour(
 async def _steps(tour: _Tour, stack: AsyncExitStack, root: Path, per_series: int) -> None:
     # 1. sample data
     async def generate() -> tuple[list[Dataset], str]:
-        corpus = await anyio.to_thread.run_sync(make_corpus, per_series)
+        corpus = await run_in_thread(make_corpus, per_series)
         datasets = corpus.datasets
         detail = (
             f"{len(corpus.patients())} patients, {len(corpus.studies())} studies, "
@@ -284,7 +283,7 @@ async def _steps(tour: _Tour, stack: AsyncExitStack, root: Path, per_series: int
     # 8. derive a new series from it
     async def derive() -> tuple[list[Dataset], str]:
         originals: list[Dataset] = [await inst.load_dataset() for inst in got]
-        derived = await anyio.to_thread.run_sync(_derive, originals)
+        derived = await run_in_thread(_derive, originals)
         return derived, (
             f"{len(derived)} new instances: inverted pixels, series "
             f"{derived[0].SeriesInstanceUID} ({derived[0].SeriesDescription})"

@@ -1027,22 +1027,3 @@ def _describe(exc: BaseException) -> str:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
         return f"{name}: {exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def handle_store(
-    event: Any,
-    storage: Storage,
-    deliver: Callable[[ReceivedInstance], None] | None = None,
-    *,
-    logger: logging.Logger = LOGGER,
-) -> Dataset:
-    """The C-STORE SCP step for a pynetdicom ``EVT_C_STORE`` event.
-
-    Kept for callers of its former place: an event belongs to the DIMSE
-    layer, so the step lives in :func:`aiodicomnet._dimse.incoming.handle_store`
-    (which reads the event into an :class:`IncomingInstance` and calls
-    :func:`store_instance`); import it from there.
-    """
-    from ._dimse.incoming import handle_store as handle
-
-    return handle(event, storage, deliver, logger=logger)

@@ -6,7 +6,7 @@ Per run, a worker does ``N`` C-ECHOs, then ``N`` small C-FINDs (STUDY level,
 * aiodicomnet ``Client(pool=PoolConfig())``: ``await client.echo(node)`` and
   ``await client.find(node, query)``; the association opened for the first
   operation is kept and reused by the next ones;
-* aiodicomnet ``Client()`` (no pooling, the default): an association per
+* aiodicomnet ``Client(pool=PoolConfig(reuse=False))`` (no pooling): an association per
   operation;
 * raw pynetdicom as its examples write it: ``AE.associate``, then
   ``send_c_echo()`` (``send_c_find()``), then ``release()``, for each
@@ -62,7 +62,7 @@ KEYS = {
 
 NAMES = {
     "pooled": "aiodicomnet Client(pool=PoolConfig())",
-    "unpooled": "aiodicomnet Client() (no pooling)",
+    "unpooled": "aiodicomnet Client(pool=PoolConfig(reuse=False))",
     "raw": "raw pynetdicom, associate/send/release per operation",
     "raw_one": "raw pynetdicom, one association for all (reference)",
 }

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import anyio.to_thread
 
+from .._dimse.bridge import run_in_thread
 from ..archive import Archive
 from ..client import Client
 from ..config import Config, ConfigError, NodeEntry
@@ -373,9 +373,9 @@ def _check_paths(texts: list[str]) -> list[Path]:
 
 async def cmd_store(ctx: Context) -> int:
     node = ctx.node(ctx.args.node)
-    paths = await anyio.to_thread.run_sync(_check_paths, ctx.args.paths)
+    paths = await run_in_thread(_check_paths, ctx.args.paths)
     out = ctx.output
-    total = await anyio.to_thread.run_sync(_count_files, paths)
+    total = await run_in_thread(_count_files, paths)
     started = time.perf_counter()
 
     async with ctx.client() as client:
