@@ -927,6 +927,10 @@ def _rebuild(level: str, keys: dict[str, Matcher], model: str, defaults: bool) -
     return Query(level, keys, model=model, defaults=defaults)
 
 
+#: What the client's services accept as a query: a :class:`Query` or a raw identifier.
+QueryLike = Query | Dataset
+
+
 def as_identifier(
     query: Query | Dataset, model: str | None = None, *, service: str = "find"
 ) -> tuple[Dataset, Model]:
