@@ -19,6 +19,7 @@ from ..archive import Archive
 from ..client import Client
 from ..config import Config, ConfigError, NodeEntry
 from ..errors import DicomError, IncompleteRetrieve
+from ..fanout import echo_all
 from ..nodes import Node
 from ..query import LEVELS, UNIQUE_KEYS, Query, Single, UIDList
 from ..results import InstanceOutcome, Progress
@@ -100,22 +101,13 @@ def _ms(seconds: float) -> str:
 
 async def _echo_many(ctx: Context, specs: list[tuple[str, Node]]) -> int:
     """C-ECHO every node at once; one line (or JSON object) per node, in order."""
-    results: list[tuple[float | None, BaseException | None]] = [(None, None)] * len(specs)
-
     async with ctx.client() as client:
-
-        async def one(i: int, node: Node) -> None:
-            try:
-                results[i] = (await client.echo(node), None)
-            except DicomError as exc:
-                results[i] = (None, exc)
-
-        async with anyio.create_task_group() as tg:
-            for i, (_, node) in enumerate(specs):
-                tg.start_soon(one, i, node)
+        # Each node within its own timeouts (ctx.timeouts), not an overall one.
+        results = await echo_all(client, [node for _, node in specs], node_timeout=None)
 
     code = 0
-    for (name, node), (rtt, exc) in zip(specs, results, strict=True):
+    for (name, node), result in zip(specs, results, strict=True):
+        rtt, exc = result.value, result.error
         record: dict[str, object] = {
             "node": name,
             "ae_title": node.ae_title,
