@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from typing import Any
 
+import anyio
+from pynetdicom import AE, build_context
+from pynetdicom.association import Association as PynetAssociation
+from pynetdicom.pdu_primitives import A_ASSOCIATE, A_P_ABORT
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import AssociationSocket
+
+from aiodicomnet import Node, Timeouts
 from aiodicomnet._dimse.association import Association
 from aiodicomnet._dimse.contexts import query_contexts
-from tests.peers.inprocess import ScriptedSCP
+from aiodicomnet._dimse.patches import (
+    SharedContexts,
+    copy_context,
+    pdu_limit,
+    queued_reply,
+    refusal,
+    wake_acceptor,
+)
+from aiodicomnet.server import StorageServer
+from tests.peers.inprocess import ScriptedSCP, SilentServer
+from tests.test_hostile_peers import associate, header, raw_peer, read_pdu, request_pdu
+from tests.test_server import eventually
 
 
 async def test_reactor_cannot_take_a_response_while_a_request_waits(
@@ -36,3 +57,191 @@ async def test_requestor_socket_is_tuned(peer: ScriptedSCP, no_leaks: Any) -> No
         sock = assoc._assoc.dul.socket  # type: ignore[union-attr]
         assert sock.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert sock.recv.__qualname__.startswith("_fast_recv_factory")
+
+
+# -- never hang ------------------------------------------------------------------------
+
+
+async def test_network_timeout_stays_on_connected_sockets(peer: ScriptedSCP, no_leaks: Any) -> None:
+    """pynetdicom clears the requestor's socket timeout after connect and sets none on an
+    accepted socket: ``set_network_timeout`` keeps ``Timeouts.network`` on both."""
+    timeouts = Timeouts(network=7)
+    async with Association("PATCHTEST", peer.node, query_contexts(), timeouts=timeouts) as assoc:
+        assert assoc._assoc.dul.socket.socket.gettimeout() == 7  # type: ignore[union-attr]
+    async with StorageServer("PATCHSCP", timeouts=timeouts, stream=False) as scp:
+        contexts = [build_context(Verification)]
+        async with Association("PATCHTEST", scp.node, contexts, timeouts=timeouts):
+            (accepted,) = scp._associations()
+            assert accepted.dul.socket.socket.gettimeout() == 7
+
+
+async def test_kill_returns_while_the_reader_is_blocked_mid_pdu(no_leaks: Any) -> None:
+    """pynetdicom's ``kill()`` waits for its reader to reach Sta1, which a reader blocked
+    in ``recv`` mid-PDU never does: ``stop_dul`` shuts the socket down under it."""
+
+    def script(conn: socket.socket) -> None:
+        associate(conn)
+        conn.sendall(header(0x04, 200) + bytes(50))  # unsolicited, and never finished
+
+    with raw_peer(script) as hostile:
+        assoc = Association("PATCHTEST", hostile.node, query_contexts())
+        await assoc.open()
+        raw = assoc._assoc
+        assert raw is not None
+        await eventually(lambda: getattr(raw.dul.socket, "_adn_reading", False))
+        aborting = threading.Thread(target=raw.abort, daemon=True)
+        aborting.start()
+        await anyio.to_thread.run_sync(aborting.join, 5)
+        assert not aborting.is_alive(), "abort() hangs in kill()"
+        await assoc.abort()
+
+
+async def test_cancel_while_connecting_returns_at_once(no_leaks: Any) -> None:
+    """pynetdicom's requesting thread waits for the transport without a timeout of its
+    own: ``release_unconnected`` lets it see "not connected" when we cancel."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler = socket.create_connection(listener.getsockname())  # the backlog is full now
+        try:
+            node = Node("NOBODY", "127.0.0.1", listener.getsockname()[1])
+            assoc = Association("PATCHTEST", node, query_contexts(), timeouts=Timeouts(connect=20))
+            started = time.monotonic()
+            with anyio.move_on_after(0.3):
+                await assoc.open()
+            assert time.monotonic() - started < 3
+        finally:
+            filler.close()
+
+
+async def test_cancel_while_negotiating_returns_at_once(no_leaks: Any) -> None:
+    """The requesting thread waits for A-ASSOCIATE-AC/RJ until the ACSE timeout:
+    ``wake_negotiation`` hands it an A-P-ABORT when we cancel."""
+    server = SilentServer()
+    try:
+        node = Node("SILENT", "127.0.0.1", server.port)
+        assoc = Association("PATCHTEST", node, query_contexts(), timeouts=Timeouts(acse=30))
+        started = time.monotonic()
+        with anyio.move_on_after(0.3):
+            await assoc.open()
+        assert time.monotonic() - started < 3
+    finally:
+        server.close()
+
+
+async def test_cancel_while_waiting_for_a_response_returns_at_once(
+    peer: ScriptedSCP, no_leaks: Any
+) -> None:
+    """``send_c_echo`` waits on the DIMSE queue until the DIMSE timeout, and our abort
+    does not feed it: ``wake_dimse_waiter`` does, with pynetdicom's own "no message"."""
+    answered = threading.Event()
+    peer.on_echo = lambda event: 0x0000 if answered.wait(20) else 0xC000
+    try:
+        async with Association(
+            "PATCHTEST", peer.node, query_contexts(), timeouts=Timeouts(dimse=30)
+        ) as assoc:
+            started = time.monotonic()
+            with anyio.move_on_after(0.3):
+                await assoc.echo()
+            assert time.monotonic() - started < 3
+    finally:
+        answered.set()
+
+
+def test_wake_acceptor_ends_a_wait_for_the_request() -> None:
+    """An accepted association waits for its A-ASSOCIATE-RQ until the ACSE timeout and
+    cannot be aborted then: ``wake_acceptor`` ends the wait."""
+    ae = AE("PATCHSCP")
+    ae.acse_timeout = 30
+    ours, theirs = socket.socketpair()
+    try:
+        assoc = PynetAssociation(ae, "acceptor")
+        assoc.set_socket(AssociationSocket(assoc, client_socket=ours))
+        assoc.start()
+        assert assoc.is_alive()
+        wake_acceptor(assoc)
+        assoc.join(5)
+        assert not assoc.is_alive()
+    finally:
+        theirs.close()
+        ours.close()
+
+
+def test_queued_reply_finds_the_association_reply() -> None:
+    """pynetdicom's DUL queues what it received for the user; an A-ASSOCIATE reply left
+    there (behind an A-P-ABORT) is what ``queued_reply`` returns."""
+    assoc = PynetAssociation(AE("PATCHTEST"), "requestor")
+    reply = A_ASSOCIATE()
+    reply.result = 1
+    assoc.dul.to_user_queue.put(A_P_ABORT())
+    assoc.dul.to_user_queue.put(reply)
+    assert queued_reply(assoc) is reply
+    assert queued_reply(assoc) is None
+
+
+async def test_sockets_are_closed_when_the_threads_end(peer: ScriptedSCP, no_leaks: Any) -> None:
+    """``close_transport``: once its threads are joined, an association's socket is
+    closed, whatever path pynetdicom took (here the peer's abort)."""
+    assoc = Association("PATCHTEST", peer.node, query_contexts())
+    await assoc.open()
+    raw = assoc._assoc
+    assert raw is not None
+    sock = raw.dul.socket.socket
+    assert sock is not None
+    peer.abort_all()
+    await eventually(lambda: not raw.dul.is_alive())
+    await assoc.abort()
+    assert sock.fileno() == -1
+
+
+# -- never allocate what a peer claims --------------------------------------------------
+
+
+async def test_a_pdu_longer_than_announced_is_refused_before_it_is_read(no_leaks: Any) -> None:
+    def script(conn: socket.socket) -> None:
+        associate(conn)
+        conn.sendall(header(0x04, 1 << 30) + bytes(100))
+
+    with raw_peer(script) as hostile:
+        assoc = Association("PATCHTEST", hostile.node, query_contexts(), max_pdu=16384)
+        await assoc.open()
+        raw = assoc._assoc
+        assert raw is not None
+        await eventually(lambda: refusal(raw) is not None)
+        assert "P-DATA-TF PDU of 1073741824 bytes" in (refusal(raw) or "")
+        assert pdu_limit(raw, 0x04) == 16384 + 1024
+        await assoc.abort()
+
+
+# -- presentation contexts of an acceptor -------------------------------------------------
+
+
+async def test_accepted_associations_share_the_servers_contexts(no_leaks: Any) -> None:
+    """pynetdicom deep-copies the server's contexts for every association (~35 ms for
+    ~170 storage classes): ``SharedContexts`` makes that copy shallow."""
+    async with StorageServer("PATCHSCP", stream=False) as scp:
+        contexts = [build_context(Verification)]
+        async with Association("PATCHTEST", scp.node, contexts):
+            (accepted,) = scp._associations()
+            supported = accepted.acceptor.supported_contexts
+            shared = scp._server._server.contexts
+            assert isinstance(shared, SharedContexts)
+            assert supported[0] is shared[0]
+
+
+def test_copy_context_copies_only_the_transfer_syntaxes() -> None:
+    cx = build_context(Verification, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+    new = copy_context(cx)
+    new.transfer_syntax = ["1.2.840.10008.1.2"]
+    assert cx.transfer_syntax == ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
+    assert new._transfer_syntax is not cx._transfer_syntax  # the private list it copies
+    assert new.abstract_syntax is cx.abstract_syntax
+
+
+async def test_the_acceptor_hands_pynetdicom_the_request_it_read(no_leaks: Any) -> None:
+    """The acceptor reads the A-ASSOCIATE-RQ itself; pynetdicom's reader, which reads only
+    when ``select`` says so, must still get it (``_AcceptedSocket.ready``)."""
+    async with StorageServer("PATCHSCP", stream=False) as scp:
+        with socket.create_connection(("127.0.0.1", scp.port), timeout=5) as sock:
+            sock.sendall(request_pdu("PATCHSCP"))
+            assert (await anyio.to_thread.run_sync(read_pdu, sock))[0] == 0x02

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import socket
 import threading
 import time
@@ -29,7 +28,6 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.association import Association as _PynetAssociation
-from pynetdicom.pdu_primitives import A_ASSOCIATE, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
 from .. import status as _status
@@ -42,6 +40,7 @@ from ..errors import (
     DicomError,
     DimseTimeout,
     NegotiationError,
+    ProtocolError,
     StatusError,
 )
 from ..nodes import Node
@@ -49,7 +48,15 @@ from ..results import InstanceOutcome, Progress
 from ..storage import DeliveryRefused
 from ..timeouts import Timeouts
 from .bridge import Closed, Outbox, OwnerThread, outbox, run_in_thread
-from .patches import RequestorAE
+from .patches import (
+    RequestorAE,
+    close_transport,
+    queued_reply,
+    refusal,
+    release_unconnected,
+    wake_dimse_waiter,
+    wake_negotiation,
+)
 
 __all__ = ["Association", "StoreItem", "next_message_id"]
 
@@ -83,17 +90,6 @@ def next_message_id() -> int:
     Originator Message ID.
     """
     return (next(_MESSAGE_IDS) - 1) % 65535 + 1
-
-
-def _queued_reply(assoc: _PynetAssociation) -> Any:
-    """An A-ASSOCIATE reply left unread in the DUL's queue to the user, if any."""
-    while True:
-        try:
-            primitive = assoc.dul.to_user_queue.get(block=False)
-        except queue.Empty:
-            return None
-        if isinstance(primitive, A_ASSOCIATE):
-            return primitive
 
 
 def _progress(status_ds: Dataset, identifier: Dataset | None, done: bool) -> Progress:
@@ -428,11 +424,8 @@ class Association:
             return
         self._join(assoc)
         error = self._why_not_established(assoc)
-        # pynetdicom can leave the socket open when negotiation ends in an abort
-        # (its shutdown skips close() if the socket was not yet connected then).
-        raw = getattr(getattr(self._ae, "last_socket", None), "_raw", None)
-        if raw is not None:
-            raw.close()
+        if self._ae is not None and self._ae.last_socket is not None:
+            self._ae.last_socket.close_unconnected()
         raise error
 
     def _on_c_store(self, event: evt.Event) -> Any:
@@ -468,12 +461,15 @@ class Association:
                     node=node,
                 )
             return ConnectError(f"cannot connect: {connect_error}", node=node)
+        refused = refusal(assoc)
+        if refused is not None:
+            return ProtocolError(f"{refused} during negotiation; association aborted", node=node)
         rsp = assoc.acceptor.primitive
         if rsp is None:
             # A peer that rejects and closes at once can make pynetdicom give up
             # ("failed to connect") before it reads the A-ASSOCIATE-RJ it
             # already queued: look for it there.
-            rsp = _queued_reply(assoc)
+            rsp = queued_reply(assoc)
         if rsp is not None and rsp.result in (1, 2):
             return AssociationRejected(
                 int(rsp.result or 0),
@@ -500,13 +496,16 @@ class Association:
         )
 
     def _join(self, assoc: _PynetAssociation | None) -> None:
-        """Wait for pynetdicom's reactor and DUL threads of ``assoc`` to end."""
+        """Wait (bounded) for pynetdicom's reactor and DUL threads of ``assoc`` to end,
+        then close its socket: not left for the garbage collector."""
         if assoc is None:
             return
         limit = (self.timeouts.acse or 30.0) + 5.0
         for thread in (assoc, assoc.dul):
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(limit)
+        if not assoc.dul.is_alive():
+            close_transport(assoc)
 
     def _release_in_thread(self) -> None:
         assoc, self._assoc = self._assoc, None
@@ -526,31 +525,25 @@ class Association:
         self._join(assoc)
 
     def _abort_now(self) -> None:
-        """Abort from any thread, to unblock the owner thread (cancellation)."""
+        """Abort from any thread, to unblock the owner thread (cancellation).
+
+        Whatever the owner thread waits for (the TCP connect, the A-ASSOCIATE
+        reply, a DIMSE response), it is woken rather than left to its timeout.
+        """
         self._abort_requested = True
+        sock = self._ae.last_socket if self._ae is not None else None
         assoc = self._assoc
-        if assoc is None and self._ae is not None:
-            sock = getattr(self._ae, "last_socket", None)
-            assoc = getattr(sock, "assoc", None)
+        if assoc is None and sock is not None:
+            assoc = sock.assoc
         if assoc is None:
             return
         negotiating = not assoc.is_established
-        sock = getattr(self._ae, "last_socket", None)
-        if negotiating and sock is not None and not sock._is_connected:
-            # Not connected yet: pynetdicom's requesting thread waits for the
-            # transport with no timeout of its own. Let it see "not connected":
-            # it then aborts and cleans up by itself.
-            sock._ready.set()
-            return
+        if negotiating and sock is not None and release_unconnected(sock):
+            return  # not connected yet: pynetdicom aborts and cleans up by itself
         assoc.abort()
-        # A thread waiting for a DIMSE response would otherwise sit out the
-        # DIMSE timeout: hand it the "no message" pynetdicom uses for aborts.
-        assoc.dimse.msg_queue.put((None, None))
+        wake_dimse_waiter(assoc)
         if negotiating:
-            # The requesting thread waits for A-ASSOCIATE-AC/RJ on the DUL's
-            # user queue until the ACSE timeout; wake it with the A-P-ABORT
-            # indication it would get if the connection had dropped.
-            assoc.dul.to_user_queue.put(A_P_ABORT())
+            wake_negotiation(assoc)
 
     def _send_cancel(self, msg_id: int, model: str) -> None:
         """Send C-CANCEL for ``msg_id`` once (any thread; pynetdicom queues it)."""
@@ -575,6 +568,9 @@ class Association:
                 seconds=t,
                 node=self.node,
             )
+        refused = refusal(self._assoc)
+        if refused is not None:
+            return ProtocolError(f"{refused} during {service}; association aborted", node=self.node)
         return AssociationAborted(f"association aborted during {service}", node=self.node)
 
     def _request_sent(self) -> None:
@@ -582,8 +578,9 @@ class Association:
 
     def _status(self, status_ds: Dataset, service: str) -> int:
         if "Status" not in status_ds:
+            error = self._no_response(service)
             self._mark_lost()
-            raise self._no_response(service)
+            raise error
         return int(status_ds.Status)
 
     def _mark_lost(self) -> None:
