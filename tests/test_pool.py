@@ -202,3 +202,20 @@ async def test_parallel_store_with_one_association_lost(peer: ScriptedSCP, no_le
     assert len(partial) == 30
     assert {o.sop_instance_uid for o in partial.outcomes} == {ds.SOPInstanceUID for ds in series}
     assert 0 < len(partial.failed) < 30
+
+
+async def test_operation_finishing_after_close_releases_its_association(
+    peer: ScriptedSCP, no_leaks: Any
+) -> None:
+    """A find left open by a bare ``break`` and finalized only while or after its client
+    closes (as asyncio's generator finalizer does) must not park its association in
+    the closed pool, where nobody would release it before its idle timeout."""
+    peer.on_find = lambda event: ((0xFF00, ds) for ds in study_identifiers(3))
+    client = Client("POOLED", timeouts=FAST)
+    results = aiter(client.find(peer.node, Query.study()))
+    await anext(results)  # the association is in use: the find is not over
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(client.aclose)
+        tg.start_soon(results.aclose)  # type: ignore[attr-defined]  # finalized meanwhile
+    assert client.idle_associations() == 0
+    assert await anyio.to_thread.run_sync(peer.wait_active, 0)  # released or aborted

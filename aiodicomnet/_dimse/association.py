@@ -13,6 +13,8 @@ the association if it does not come.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import logging
 import socket
@@ -58,12 +60,15 @@ from .patches import (
     wake_negotiation,
 )
 
-__all__ = ["Association", "StoreItem", "next_message_id"]
+__all__ = ["Association", "StoreItem", "next_message_id", "not_sent"]
 
 log = logging.getLogger("aiodicomnet._dimse.association")
 
 #: An outbox for a worker thread and the receive stream it feeds.
 Channel = tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]
+
+#: ``merge(deliver) -> context manager``: see :meth:`Association.move`.
+Merge = Callable[[Callable[[Any], None]], contextlib.AbstractContextManager[Any]]
 
 #: What C-STORE sends: a Dataset (with file_meta) or the path of a Part 10 file.
 StoreItem = Dataset | Path
@@ -97,8 +102,9 @@ def _progress(status_ds: Dataset, identifier: Dataset | None, done: bool) -> Pro
     failed_uids: tuple[str, ...] = ()
     if done and identifier is not None and "FailedSOPInstanceUIDList" in identifier:
         value = identifier.FailedSOPInstanceUIDList
-        failed_uids = tuple(value) if isinstance(value, (list, tuple)) else (str(value),)
-        failed_uids = tuple(u for u in failed_uids if u)
+        # One UID is a str; several a pydicom MultiValue (not a list or tuple).
+        values = [value] if isinstance(value, str) else list(value)
+        failed_uids = tuple(str(u) for u in values if u)
     return Progress(
         remaining=None if counts[0] is None else int(counts[0]),
         completed=int(counts[1] or 0),
@@ -107,6 +113,20 @@ def _progress(status_ds: Dataset, identifier: Dataset | None, done: bool) -> Pro
         status=int(status_ds.Status),
         done=done,
         failed_instances=failed_uids,
+    )
+
+
+def not_sent(item: StoreItem, error: str, ds: Dataset | None = None) -> InstanceOutcome:
+    """The outcome of an instance that was not stored: status ``None`` and why."""
+    source = item if isinstance(item, Path) else None
+    if ds is None and isinstance(item, Dataset):
+        ds = item
+    return InstanceOutcome(
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")) if ds is not None else "",
+        sop_class_uid=str(ds.get("SOPClassUID", "")) if ds is not None else "",
+        status=None,
+        source=source,
+        error=error,
     )
 
 
@@ -278,26 +298,34 @@ class Association:
         destination: str,
         *,
         msg_id: int | None = None,
-        channel: Channel | None = None,
+        merge: Merge | None = None,
     ) -> AsyncGenerator[Any, None]:
         """Send C-MOVE; yield progress for each response, the last one final (``done``).
 
-        ``channel`` (an outbox and its receive stream) lets the caller merge
-        other producers into what is yielded: a retrieve passes the outbox to
-        its Storage SCP, so the instances moved arrive in the same stream,
-        each before the final response.
+        ``merge`` lets the caller merge another producer into what is
+        yielded: it is called (on the loop, before the request is sent) with
+        a ``deliver(item)`` callable, safe to call from any thread, that
+        blocks while the stream is full and returns once ``item`` is in it;
+        it returns a context manager that is exited when the move ends.  A
+        retrieve passes a Storage SCP subscription, so the instances moved
+        arrive in the same stream, each before its C-STORE response and so
+        before the final C-MOVE response.
         """
         msg_id = msg_id or self._next_id()
-        async for item in self._stream(
-            self._move_in_thread,
-            identifier,
-            model,
-            destination,
-            msg_id,
-            cancel=(msg_id, model),
-            channel=channel,
-        ):
-            yield item
+        box, receive = outbox(self._buffer)
+        with contextlib.ExitStack() as stack:
+            if merge is not None:
+                stack.enter_context(merge(functools.partial(box.put, confirm=True)))
+            async for item in self._stream(
+                self._move_in_thread,
+                identifier,
+                model,
+                destination,
+                msg_id,
+                cancel=(msg_id, model),
+                channel=(box, receive),
+            ):
+                yield item
 
     async def get(self, identifier: Dataset, model: str) -> AsyncGenerator[Any, None]:
         """Send C-GET; yield progress, interleaved with what :attr:`store_handler` delivers.
@@ -431,7 +459,7 @@ class Association:
     def _on_c_store(self, event: evt.Event) -> Any:
         handler = self.store_handler
         if handler is None:  # nobody is retrieving: refuse (out of resources)
-            return 0xA700
+            return _status.OUT_OF_RESOURCES
         return handler(event)
 
     def _on_acse_recv(self, event: evt.Event) -> None:
@@ -480,7 +508,8 @@ class Association:
         if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
             offered = ", ".join(sorted({str(cx.abstract_syntax) for cx in self._contexts}))
             return NegotiationError(
-                f"association accepted but no presentation context was (proposed: {offered})",
+                "association accepted but no presentation context was accepted "
+                f"(proposed: {offered})",
                 node=node,
             )
         waited = time.monotonic() - self._open_started
@@ -624,8 +653,19 @@ class Association:
             for status_ds, ident in responses:
                 code = self._status(status_ds, "C-FIND")
                 if _status.is_pending(code):
-                    if ident is not None:
-                        self._deliver(box, ident, msg_id, model)
+                    if ident is None:
+                        # pynetdicom logs "Failed to decode the received Identifier
+                        # dataset" and hands us None: a partial answer must not pass
+                        # for the whole one.  Its generator holds the association's
+                        # lock at that point: close it before aborting.
+                        responses.close()
+                        self._abort_in_thread()
+                        raise ProtocolError(
+                            "a pending C-FIND response's identifier could not be decoded; "
+                            "association aborted",
+                            node=self.node,
+                        )
+                    self._deliver(box, ident, msg_id, model)
                 elif code in (_status.SUCCESS, _status.CANCEL):
                     return
                 else:
@@ -699,58 +739,52 @@ class Association:
             self._get_box = self._get_request = None
 
     def _store_in_thread(self, box: Outbox[InstanceOutcome], items: list[StoreItem]) -> None:
+        """One outcome per item, in order, until the association is lost.
+
+        Then it raises (AssociationAborted or DimseTimeout) with ``unanswered``
+        set when the item in flight was sent but got no response: the caller
+        reports that one and the rest as not stored.  Nothing is yielded for
+        them here, so that a pooled association found dead before anything
+        was sent can be replaced without reporting anything twice.
+        """
         try:
-            for index, item in enumerate(items):
+            for item in items:
                 outcome, lost = self._store_one(item)
-                box.put(outcome)
-                if lost:
-                    # The association is gone: report the rest as not sent, then raise.
-                    for rest in items[index + 1 :]:
-                        box.put(self._not_sent(rest, "association lost"))
+                if lost is not None:
                     error = self._no_response("C-STORE")
+                    error.unanswered = lost  # type: ignore[attr-defined]
                     self._mark_lost()
                     raise error
+                box.put(outcome)
         except Closed:
             return
         finally:
             box.close()
 
-    @staticmethod
-    def _not_sent(item: StoreItem, error: str, ds: Dataset | None = None) -> InstanceOutcome:
-        source = item if isinstance(item, Path) else None
-        if ds is None and isinstance(item, Dataset):
-            ds = item
-        return InstanceOutcome(
-            sop_instance_uid=str(ds.get("SOPInstanceUID", "")) if ds is not None else "",
-            sop_class_uid=str(ds.get("SOPClassUID", "")) if ds is not None else "",
-            status=None,
-            source=source,
-            error=error,
-        )
-
-    def _store_one(self, item: StoreItem) -> tuple[InstanceOutcome, bool]:
-        """Send one instance: its outcome, and whether the association is now lost."""
+    def _store_one(self, item: StoreItem) -> tuple[InstanceOutcome, bool | None]:
+        """Send one instance: its outcome, and whether the association was lost
+        (``None``: not lost; ``False``: lost before sending; ``True``: sent, no response)."""
         ds: Dataset | None = None
         try:
             ds = dcmread(item) if isinstance(item, Path) else item
         except Exception as exc:
-            return self._not_sent(item, f"unreadable DICOM file: {exc}"), False
+            return not_sent(item, f"unreadable DICOM file: {exc}"), None
         if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-            return self._not_sent(item, "dataset has no SOP Class/Instance UID", ds), False
+            return not_sent(item, "dataset has no SOP Class/Instance UID", ds), None
         assoc = self._assoc
         if assoc is None or not assoc.is_established:
-            return self._not_sent(item, "association lost", ds), True
+            return not_sent(item, "association lost", ds), False
         try:
             self._request_sent()
             rsp = assoc.send_c_store(ds, msg_id=self._next_id())
         except (ValueError, AttributeError) as exc:
-            return self._not_sent(item, str(exc), ds), False
+            return not_sent(item, str(exc), ds), None
         if "Status" not in rsp:  # no response: pynetdicom has aborted, or the peer did
-            return self._not_sent(item, str(self._no_response("C-STORE")), ds), True
+            return not_sent(item, "no response", ds), True
         outcome = InstanceOutcome(
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             status=int(rsp.Status),
             source=item if isinstance(item, Path) else None,
         )
-        return outcome, False
+        return outcome, None

@@ -223,17 +223,44 @@ class Outbox(Generic[T]):
         self._token = token
         self._soon = _soon(token)
         self._slots = threading.Semaphore(capacity)
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self.closed = False
 
-    def put(self, item: T, *, confirm: bool = False) -> None:
+    @property
+    def waiting(self) -> int:
+        """Threads blocked in :meth:`put` because the stream is full."""
+        return self._waiting
+
+    def put(
+        self,
+        item: T,
+        *,
+        confirm: bool = False,
+        stalled: Callable[[], None] | None = None,
+        stall_after: float = 10.0,
+    ) -> None:
         """Deliver ``item`` to the loop, blocking while the stream is full.
+
+        ``stalled()`` is called (in this thread) if the stream is still full
+        after ``stall_after`` seconds, once per call: a chance to say that
+        nobody reads it, while the wait goes on.
 
         Raises:
             Closed: the receiving side is closed or the event loop is gone.
         """
         if self.closed:
             raise Closed
-        self._slots.acquire()
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            if not self._slots.acquire(timeout=stall_after if stalled else None):
+                if stalled is not None:
+                    stalled()
+                self._slots.acquire()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
         if self.closed:
             self._slots.release()  # wake the next thread waiting here, if any
             raise Closed

@@ -42,6 +42,7 @@ class Pool:
         self._idle: dict[PoolKey, list[Association]] = {}
         self._lock = threading.Lock()  # idle lists are also touched by owner threads
         self._limits: dict[Node, anyio.Semaphore] = {}
+        self._closed = False
 
     def limit(self, node: Node) -> anyio.Semaphore:
         """The semaphore bounding concurrent operations against ``node``."""
@@ -80,7 +81,7 @@ class Pool:
 
     def give(self, key: PoolKey, assoc: Association) -> bool:
         """Keep ``assoc`` idle for reuse; false if it cannot be kept (release it)."""
-        if not self.config.reuse or not assoc.reusable:
+        if self._closed or not self.config.reuse or not assoc.reusable:
             return False
         node = key[0]
         with self._lock:
@@ -102,8 +103,14 @@ class Pool:
         return True
 
     def drain(self) -> list[Association]:
-        """Remove and return every idle association (to release them)."""
+        """Remove and return every idle association (to release them); keep none from now on.
+
+        An operation still finishing after its client closed (say, an async
+        generator left by a bare ``break`` and finalized later) then releases
+        its association instead of parking it in a pool nobody will drain.
+        """
         with self._lock:
+            self._closed = True
             all_idle = [a for idle in self._idle.values() for a in idle]
             self._idle.clear()
         for assoc in all_idle:
