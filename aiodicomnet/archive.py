@@ -72,7 +72,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from . import status as _status
 from . import transfer_syntaxes as _ts
 from ._dimse.bridge import run_in_thread
-from ._dimse.patches import CONN_OPEN_HANDLER
+from ._dimse.patches import CONN_OPEN_HANDLER, move_originator_handler
 from ._files import atomic_write
 from ._index import Counts, IdentifierError, Index, IndexedInstance
 from .errors import StorageError
@@ -145,31 +145,6 @@ def _sub_operation_contexts(instances: Iterable[IndexedInstance]) -> list[Presen
             _MAX_CONTEXTS,
         )
     return contexts[:_MAX_CONTEXTS]
-
-
-def _move_originator_handler(originator: str) -> tuple[Any, Callable[[Any], None]]:
-    """An ``EVT_CONN_OPEN`` handler making a C-MOVE sub-association name ``originator``.
-
-    PS3.7 Table 9.1-1: the Move Originator Application Entity Title of a C-STORE
-    sub-operation is the AE that *invoked* the C-MOVE, the requestor. pynetdicom
-    3.0 puts the Move SCP's own AE title there; a receiver that routes
-    instances by originator (such as our client's ``retrieve``) would miss
-    them. So ``send_c_store`` of that one sub-association (never the class) is
-    wrapped to pass the requestor's AE title.
-    """
-
-    def on_open(event: Any) -> None:
-        assoc = event.assoc
-        send_c_store = assoc.send_c_store
-
-        def send(dataset: Any, *args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("originator_aet"):
-                kwargs["originator_aet"] = originator
-            return send_c_store(dataset, *args, **kwargs)
-
-        assoc.send_c_store = send
-
-    return (evt.EVT_CONN_OPEN, on_open)
 
 
 class _IndexedStorage(DiskStorage):
@@ -552,7 +527,7 @@ class Archive(StorageServer):
             address[1],
             {
                 "contexts": _sub_operation_contexts(instances),
-                "evt_handlers": [CONN_OPEN_HANDLER, _move_originator_handler(originator)],
+                "evt_handlers": [CONN_OPEN_HANDLER, move_originator_handler(originator)],
                 "max_pdu": self.max_pdu,
             },
         )

@@ -20,6 +20,7 @@ from aiodicomnet._dimse.contexts import query_contexts
 from aiodicomnet._dimse.patches import (
     SharedContexts,
     copy_context,
+    move_originator_handler,
     pdu_limit,
     queued_reply,
     refusal,
@@ -245,3 +246,47 @@ async def test_the_acceptor_hands_pynetdicom_the_request_it_read(no_leaks: Any) 
         with socket.create_connection(("127.0.0.1", scp.port), timeout=5) as sock:
             sock.sendall(request_pdu("PATCHSCP"))
             assert (await anyio.to_thread.run_sync(read_pdu, sock))[0] == 0x02
+
+
+# -- standard conformance -----------------------------------------------------------------
+
+
+def _move_originators(evt_handlers: list[Any]) -> list[str]:
+    """C-STORE as a Move SCP's sub-operation would (originator = the mover's own AE
+    title, as pynetdicom 3.0 passes it); return the originator the receiver saw."""
+    from pynetdicom import evt
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    from tests.data import make_dataset
+
+    seen: list[str] = []
+
+    def on_store(event: Any) -> int:
+        seen.append(str(event.request.MoveOriginatorApplicationEntityTitle).strip())
+        return 0
+
+    receiver = AE("RECEIVER")
+    receiver.add_supported_context(CTImageStorage)
+    server = receiver.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        mover = AE("MOVER")
+        mover.add_requested_context(CTImageStorage)
+        assoc = mover.associate(
+            "127.0.0.1", server.server_address[1], ae_title="RECEIVER", evt_handlers=evt_handlers
+        )
+        assert assoc.is_established
+        status = assoc.send_c_store(make_dataset(), originator_aet="MOVER", originator_id=7)
+        assert status.Status == 0
+        assoc.release()
+    finally:
+        server.shutdown()
+    return seen
+
+
+def test_move_sub_operations_name_the_requestor_as_move_originator() -> None:
+    """PS3.7 Table 9.1-1: the Move Originator is the AE that invoked the C-MOVE.
+    pynetdicom 3.0 names the Move SCP itself; ``move_originator_handler`` fixes that."""
+    assert _move_originators([]) == ["MOVER"]  # pynetdicom as it is
+    assert _move_originators([move_originator_handler("REQUESTOR")]) == ["REQUESTOR"]

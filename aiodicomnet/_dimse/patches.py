@@ -50,6 +50,11 @@ Never allocate what a peer claims
 Reading pynetdicom's state
     * :func:`queued_reply`: an A-ASSOCIATE-RJ pynetdicom queued but never read.
 
+Standard conformance
+    * :func:`move_originator_handler`: pynetdicom 3.0 names the Move SCP itself,
+      not the C-MOVE requestor, as Move Originator of C-STORE sub-operations
+      (PS3.7 Table 9.1-1); the Archive's sub-associations name the requestor.
+
 On a pynetdicom upgrade
     Run ``tests/test_pynetdicom_patches.py`` (and ``tests/test_hostile_peers.py``)
     against the new version.  A failing test names the patch whose assumption
@@ -72,6 +77,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -90,6 +96,7 @@ __all__ = [
     "close_transport",
     "copy_context",
     "lock_reactor",
+    "move_originator_handler",
     "pdu_limit",
     "queued_reply",
     "refusal",
@@ -604,3 +611,28 @@ def copy_context(cx: PresentationContext) -> PresentationContext:
         return copy.deepcopy(cx)
     new._transfer_syntax = list(syntaxes)
     return new
+
+
+def move_originator_handler(originator: str) -> tuple[Any, Callable[[Any], None]]:
+    """An ``EVT_CONN_OPEN`` handler making a C-MOVE sub-association name ``originator``.
+
+    PS3.7 Table 9.1-1: the Move Originator Application Entity Title of a C-STORE
+    sub-operation is the AE that *invoked* the C-MOVE, the requestor. pynetdicom
+    3.0 puts the Move SCP's own AE title there; a receiver that routes
+    instances by originator (such as our client's ``retrieve``) would miss
+    them. So ``send_c_store`` of that one sub-association (never the class) is
+    wrapped to pass the requestor's AE title.
+    """
+
+    def on_open(event: Any) -> None:
+        assoc = event.assoc
+        send_c_store = assoc.send_c_store
+
+        def send(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("originator_aet"):
+                kwargs["originator_aet"] = originator
+            return send_c_store(dataset, *args, **kwargs)
+
+        assoc.send_c_store = send
+
+    return (evt.EVT_CONN_OPEN, on_open)
