@@ -1,7 +1,10 @@
 """The :class:`Client`: awaitable DICOM services against remote nodes.
 
-Each operation opens an association (in a worker thread that owns it), runs
-its DIMSE service there and releases it.  Multi-response services return an
+Each operation gets an association to its node (pooled, or new, from the
+client's :class:`~aiodicomnet._dimse.connector.Connector`; each association is
+owned by one worker thread) and runs its DIMSE service there: the client
+holds the services, the transport lives in :mod:`aiodicomnet._dimse`.
+Multi-response services return an
 :class:`Operation`: iterate it with ``async for`` to see results as they
 arrive, or ``await`` it for all of them at once.  Leaving the ``async for``
 early, cancelling the task or hitting a timeout scope sends C-CANCEL.
@@ -135,6 +138,8 @@ class Client:
         Raises:
             QueryError: before anything is sent, for a malformed query.
             StatusError: the peer answered with a failure status.
+            ProtocolError: a response could not be decoded (the results
+                yielded before it are not the whole answer).
         """
         identifier, model_name = as_identifier(query, model, service="find")
         return Operation(lambda: self._find(node, identifier, model_name), as_list)
