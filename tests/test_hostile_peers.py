@@ -442,6 +442,32 @@ async def test_server_refuses_a_request_claiming_gigabytes(claim: int, no_leaks:
     assert rss.growth < 64 * MIB
 
 
+async def test_server_refuses_a_first_pdu_that_is_not_a_request(no_leaks: Any) -> None:
+    """A P-DATA-TF where the A-ASSOCIATE-RQ belongs, its body never finished: refused on
+    its header (A-ABORT, closed), not waited for until the ACSE timeout."""
+    timeouts = adn.Timeouts(acse=30, dimse=5, network=30)
+    async with StorageServer(SCP, timeouts=timeouts, stream=False) as scp:
+        with connect(scp) as sock:
+            sock.sendall(header(0x04, 1000) + bytes(10))
+            answer = await anyio.to_thread.run_sync(wait_closed, sock, 3)
+            assert answer[:1] == b"\x07"  # A-ABORT
+            assert not scp._associations()
+
+
+async def test_server_refuses_a_request_it_cannot_decode(no_leaks: Any) -> None:
+    """An A-ASSOCIATE-RQ whose body is garbage: pynetdicom answers A-ABORT, but its state
+    machine does not tell the association thread, which waits for the request until the
+    ACSE timeout; the acceptor decodes it first and refuses it without starting one."""
+    timeouts = adn.Timeouts(acse=30, dimse=5, network=30)
+    async with StorageServer(SCP, timeouts=timeouts, stream=False) as scp:
+        with connect(scp) as sock:
+            rq = request_pdu(SCP)
+            sock.sendall(rq[:6] + bytes([0xFF]) * (len(rq) - 6))
+            answer = await anyio.to_thread.run_sync(wait_closed, sock, 3)
+            assert answer[:1] == b"\x07"  # A-ABORT
+            assert not scp._associations()
+
+
 @pytest.mark.parametrize("claim", LIES)
 async def test_server_refuses_a_pdu_longer_than_it_announced(claim: int, no_leaks: Any) -> None:
     async with StorageServer(SCP, stream=False, max_pdu=16384) as scp:

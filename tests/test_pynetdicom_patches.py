@@ -1,20 +1,93 @@
-"""The pynetdicom adaptations of aiodicomnet._dimse.patches, checked on a live association."""
+"""The pynetdicom adaptations of aiodicomnet._dimse.patches, checked on a live association.
+
+Each test below fails when the patch it names is removed (each was checked by disabling
+the patch and running it).  On a pynetdicom upgrade, run this file and
+tests/test_hostile_peers.py ("hostile:" below); a failure points at its patch:
+
+===========================================  ===================================================
+patch (aiodicomnet/_dimse/...)               tests that fail without it
+===========================================  ===================================================
+patches._tune_socket (TCP_NODELAY)           test_requestor_socket_is_tuned,
+                                             test_accepted_socket_is_tuned
+patches._read: TCP_QUICKACK re-armed         test_quickack_is_rearmed_after_every_receive
+patches._fast_recv_factory: our bounded      test_requestor_socket_is_tuned,
+receive (RequestorSocket, tune_association)  test_a_pdu_longer_than_announced_is_refused_...,
+                                             test_kill_returns_while_the_reader_is_blocked_...;
+                                             hostile: test_associate_ac_claiming_gigabytes,
+                                             test_find_response_claiming_a_gigabyte[16384]
+patches.lock_reactor                         test_reactor_cannot_take_a_response_while_...
+patches.SharedContexts                       test_accepted_associations_share_the_servers_...
+patches.copy_context                         test_copy_context_copies_only_the_transfer_syntaxes
+patches.set_network_timeout                  test_network_timeout_stays_on_connected_sockets,
+                                             test_network_timeout_ends_a_stalled_response_...
+patches.stop_dul / bound_kill                test_kill_returns_while_the_reader_is_blocked_...,
+                                             test_cancel_while_connecting_returns_at_once;
+                                             hostile: test_half_an_associate_ac_then_silence,
+                                             test_part_of_a_find_response_then_silence,
+                                             test_cancel_returns_while_a_response_is_stalled,
+                                             test_peer_that_stops_reading_mid_store,
+                                             test_find_response_claiming_a_gigabyte[0]
+patches.release_unconnected                  hostile: test_cancelled_finds_leave_no_socket_...
+                                             (both; a cancel before pynetdicom calls connect)
+patches.wake_negotiation                     test_cancel_while_negotiating_returns_at_once
+patches.wake_dimse_waiter                    test_cancel_while_waiting_for_a_response_...
+patches.wake_acceptor                        test_wake_acceptor_ends_a_wait_for_the_request
+patches.close_transport                      test_a_reset_connection_is_closed_without_the_...
+RequestorSocket.close_unconnected,           test_a_refused_connection_leaves_no_descriptor
+_RecordingSocket (connect_error)
+patches.pdu_limit                            test_a_pdu_longer_than_announced_is_refused_...;
+                                             hostile: test_find_response_claiming_a_gigabyte[16384],
+                                             test_server_refuses_a_pdu_longer_than_it_announced
+patches.refusal                              test_a_pdu_longer_than_announced_is_refused_...;
+                                             hostile: test_associate_ac_claiming_gigabytes,
+                                             test_find_response_claiming_a_gigabyte[16384]
+patches.queued_reply                         test_queued_reply_finds_the_association_reply,
+                                             test_a_rejection_followed_by_a_close_is_reported_...
+patches.move_originator_handler              test_move_sub_operations_name_the_requestor_as_...
+acceptor: request read before hand-over      hostile: test_connections_closed_before_a_request_
+                                             take_no_slot, test_idle_sockets_do_not_lock_out_...
+acceptor._AcceptedSocket.ready               test_the_acceptor_hands_pynetdicom_the_request_...
+                                             (and every test of an accepted association)
+acceptor._check_header: length               hostile: test_server_refuses_a_request_claiming_...
+acceptor._check_header: PDU type             hostile: test_server_refuses_a_first_pdu_that_is_...
+acceptor._valid_request                      hostile: test_server_refuses_a_request_it_cannot_...
+acceptor._make_room (MAX_WAITING)            hostile: test_idle_sockets_do_not_lock_out_a_real_peer
+acceptor._expire (ACSE timeout)              hostile: test_server_drops_a_peer_stalled_in_its_...,
+                                             test_idle_sockets_do_not_lock_out_a_real_peer
+===========================================  ===================================================
+
+Not covered: the acceptor's abort at shutdown of an association not yet established
+(``wake_acceptor`` + ``stop_dul`` in ``acceptor._abort``); with the request read before
+hand-over, an accepted association hardly waits for it, and no test tells that branch
+from pynetdicom's own ``kill()``.  ``test_move_sub_operations_...`` calls ``send_c_store``
+as pynetdicom 3.0's Move SCP does (keywords): check that call on an upgrade.
+"""
 
 from __future__ import annotations
 
+import gc
 import socket
+import statistics
+import struct
 import threading
 import time
 from typing import Any
 
 import anyio
+import psutil
+import pytest
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association as PynetAssociation
+from pynetdicom.dimse_messages import C_ECHO_RSP
+from pynetdicom.dimse_primitives import C_ECHO
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ASSOCIATE, A_P_ABORT
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket
 
+import aiodicomnet as adn
 from aiodicomnet import Node, Timeouts
+from aiodicomnet._dimse import patches
 from aiodicomnet._dimse.association import Association
 from aiodicomnet._dimse.contexts import query_contexts
 from aiodicomnet._dimse.patches import (
@@ -26,9 +99,17 @@ from aiodicomnet._dimse.patches import (
     refusal,
     wake_acceptor,
 )
+from aiodicomnet.query import Query
 from aiodicomnet.server import StorageServer
-from tests.peers.inprocess import ScriptedSCP, SilentServer
-from tests.test_hostile_peers import associate, header, raw_peer, read_pdu, request_pdu
+from tests.peers.inprocess import ScriptedSCP, SilentServer, closed_port
+from tests.test_hostile_peers import (
+    associate,
+    header,
+    raw_peer,
+    read_message,
+    read_pdu,
+    request_pdu,
+)
 from tests.test_server import eventually
 
 
@@ -60,6 +141,57 @@ async def test_requestor_socket_is_tuned(peer: ScriptedSCP, no_leaks: Any) -> No
         assert sock.recv.__qualname__.startswith("_fast_recv_factory")
 
 
+async def test_accepted_socket_is_tuned(no_leaks: Any) -> None:
+    """``tune_association`` on the server side: Nagle off, our receive, on every accepted socket."""
+    async with (
+        StorageServer("PATCHSCP", stream=False) as scp,
+        Association("PATCHTEST", scp.node, [build_context(Verification)]),
+    ):
+        (accepted,) = scp._associations()
+        sock = accepted.dul.socket
+        assert sock.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.recv.__qualname__.startswith("_fast_recv_factory")
+
+
+def _echo_response_pdu(context_id: int) -> bytes:
+    """A C-ECHO-RSP (success) in one P-DATA-TF PDU, as pynetdicom encodes it."""
+    primitive = C_ECHO()
+    primitive.MessageIDBeingRespondedTo = 1
+    primitive.AffectedSOPClassUID = Verification
+    primitive.Status = 0x0000
+    message = C_ECHO_RSP()
+    message.primitive_to_message(primitive)
+    (pdata,) = list(message.encode_msg(context_id, 16384))
+    pdu = P_DATA_TF()
+    pdu.from_primitive(pdata)
+    return bytes(pdu.encode())
+
+
+def _answer_echoes_in_two_writes(conn: socket.socket) -> None:
+    """A peer with Nagle on (as Debian's DCMTK) writing each response's PDU header, then its body:
+    the body leaves only once our side has acknowledged the header."""
+    associate(conn)
+    while True:
+        request = read_pdu(conn)  # a C-ECHO-RQ: one P-DATA-TF, its command in one PDV
+        if request[0] != 0x04:  # A-RELEASE-RQ
+            conn.sendall(bytes([0x06, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+            return
+        pdu = _echo_response_pdu(context_id=request[10])
+        conn.sendall(pdu[:6])
+        conn.sendall(pdu[6:])
+
+
+@pytest.mark.skipif(patches._QUICKACK is None, reason="TCP_QUICKACK is Linux only")
+async def test_quickack_is_rearmed_after_every_receive(no_leaks: Any) -> None:
+    """Linux leaves quick-ACK mode once traffic looks interactive and then delays each ACK by
+    at least 40 ms; a peer with Nagle on holds the rest of a PDU until that ACK. Re-armed
+    after every receive (``_read``), a C-ECHO takes ~2 ms; without, never less than 40 ms."""
+    with raw_peer(_answer_echoes_in_two_writes) as hostile:
+        async with Association("PATCHTEST", hostile.node, query_contexts()) as assoc:
+            round_trips = [await assoc.echo() for _ in range(20)]
+    assert statistics.median(round_trips) < 0.02, sorted(round_trips)
+
+
 # -- never hang ------------------------------------------------------------------------
 
 
@@ -74,6 +206,25 @@ async def test_network_timeout_stays_on_connected_sockets(peer: ScriptedSCP, no_
         async with Association("PATCHTEST", scp.node, contexts, timeouts=timeouts):
             (accepted,) = scp._associations()
             assert accepted.dul.socket.socket.gettimeout() == 7
+
+
+async def test_network_timeout_ends_a_stalled_response_before_the_dimse_timeout(
+    no_leaks: Any,
+) -> None:
+    """While a request waits for its response pynetdicom pauses its reactor, whose idle timer
+    is its only network timeout: a peer that stops mid-PDU holds the reader until the DIMSE
+    timeout. With ``set_network_timeout`` the reader's ``recv`` gives up after ``network``."""
+
+    def script(conn: socket.socket) -> None:
+        associate(conn)
+        read_message(conn, with_dataset=True)
+        conn.sendall(header(0x04, 200) + bytes(50))  # 50 of 200 bytes, then silence
+
+    timeouts = Timeouts(connect=2, acse=2, dimse=30, network=1, cancel=1)
+    with raw_peer(script) as hostile:
+        async with adn.Client("PATCHTEST", timeouts=timeouts) as client:
+            with anyio.fail_after(5), pytest.raises(adn.AssociationAborted):
+                await client.find(hostile.node, Query.study(PatientID="1"))
 
 
 async def test_kill_returns_while_the_reader_is_blocked_mid_pdu(no_leaks: Any) -> None:
@@ -99,7 +250,11 @@ async def test_kill_returns_while_the_reader_is_blocked_mid_pdu(no_leaks: Any) -
 
 async def test_cancel_while_connecting_returns_at_once(no_leaks: Any) -> None:
     """pynetdicom's requesting thread waits for the transport without a timeout of its
-    own: ``release_unconnected`` lets it see "not connected" when we cancel."""
+    own: ``release_unconnected`` lets it see "not connected" when we cancel.  Here the
+    connect is under way (SYN sent), so ``stop_dul``'s shutdown also ends it: this test
+    fails without the bounded kill; a cancel that lands before pynetdicom even calls
+    ``connect`` (never woken without ``release_unconnected``) is what the cancellation
+    storms of test_hostile_peers.py catch."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
@@ -193,6 +348,96 @@ async def test_sockets_are_closed_when_the_threads_end(peer: ScriptedSCP, no_lea
     await eventually(lambda: not raw.dul.is_alive())
     await assoc.abort()
     assert sock.fileno() == -1
+
+
+async def test_a_reset_connection_is_closed_without_the_garbage_collector(no_leaks: Any) -> None:
+    """``close_transport``: after a reset pynetdicom's ``close()`` fails in ``shutdown``
+    (not connected) and skips ``close``; the socket would stay open until the garbage
+    collector breaks the association's reference cycles (off here)."""
+
+    def script(conn: socket.socket) -> None:
+        associate(conn)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # a reset, not an orderly close
+
+    gc.collect()
+    gc.disable()
+    try:
+        with raw_peer(script) as hostile:
+            assoc = Association("PATCHTEST", hostile.node, query_contexts())
+            await assoc.open()
+            raw = assoc._assoc
+            assert raw is not None
+            sock = raw.dul.socket.socket
+            await eventually(lambda: not raw.dul.is_alive())
+            await assoc.abort()
+            assert sock.fileno() == -1
+    finally:
+        gc.enable()
+
+
+async def test_a_refused_connection_leaves_no_descriptor(no_leaks: Any) -> None:
+    """``RequestorSocket.close_unconnected``: when ``connect`` fails, pynetdicom's clean-up
+    calls ``shutdown`` first, which fails on an unconnected socket, and never ``close``.
+    And ``_RecordingSocket``: the error says why the connection failed."""
+    node = Node("NOBODY", "127.0.0.1", closed_port())
+    async with adn.Client("PATCHTEST") as client:
+        with pytest.raises(adn.ConnectError, match="refused"):
+            await client.echo(node)  # also: whatever a first call opens for good
+        gc.collect()
+        gc.disable()
+        try:
+            before = psutil.Process().num_fds()
+            for _ in range(5):
+                with pytest.raises(adn.ConnectError):
+                    await client.echo(node)
+            after = psutil.Process().num_fds()
+        finally:
+            gc.enable()
+    assert after == before
+
+
+class _LateReady(threading.Event):
+    """pynetdicom's "transport ready" event, whose waiter (the requesting thread) looks
+    only once the connection has closed again: the slow side of a race, made certain."""
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def wait(self, timeout: float | None = None) -> bool:
+        ready = super().wait(timeout)
+        deadline = time.monotonic() + 5
+        while self._sock._is_connected and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return ready
+
+
+async def test_a_rejection_followed_by_a_close_is_reported_as_a_rejection(
+    monkeypatch: pytest.MonkeyPatch, no_leaks: Any
+) -> None:
+    """A peer that rejects and closes at once: pynetdicom's reader queues the A-ASSOCIATE-RJ
+    and closes; a requesting thread that looks afterwards sees "not connected" and gives up
+    without reading it. ``queued_reply`` finds it, so the error says rejected and why."""
+
+    class LateSocket(patches.RequestorSocket):
+        def __init__(self, assoc: Any, address: Any) -> None:
+            super().__init__(assoc, address)
+            self._ready = _LateReady(self)
+
+    monkeypatch.setattr(patches, "RequestorSocket", LateSocket)
+
+    def script(conn: socket.socket) -> None:
+        read_pdu(conn)
+        # A-ASSOCIATE-RJ: rejected-permanent, by the service user, called AE title unknown
+        conn.sendall(bytes([0x03, 0, 0, 0, 0, 4, 0, 1, 1, 7]))
+        conn.close()
+
+    with raw_peer(script) as hostile:
+        assoc = Association("PATCHTEST", hostile.node, query_contexts())
+        with anyio.fail_after(10), pytest.raises(adn.AssociationRejected) as info:
+            await assoc.open()
+    assert (info.value.result, info.value.source, info.value.reason) == (1, 1, 7)
 
 
 # -- never allocate what a peer claims --------------------------------------------------
