@@ -399,3 +399,32 @@ def test_stream_runs_a_storage_server(runner: QueueRunner) -> None:
     assert rec.kinds()[-1] == "cancelled"
     with pytest.raises(RuntimeError, match="not running"):
         servers[0].port  # noqa: B018
+
+
+def test_an_incomplete_download_ends_in_on_error(runner: QueueRunner, peer: Any) -> None:
+    """A C-GET that brings 2 of 3 instances: the 2 reach the GUI, then on_error gets
+    IncompleteRetrieve; never on_done, so no progress bar shows "complete"."""
+    import aiodicomnet as adn
+    from tests.data import make_series
+    from tests.test_retrieve import CT, _sub_operations
+
+    good = make_series(2)
+    bad = make_series(1, modality="MR")[0]  # not among the SOP classes negotiated
+    peer.on_get = lambda event: _sub_operations([*good, bad])
+    client = adn.Client("ADNGUI", timeouts=adn.Timeouts(dimse=10, acse=5))
+    query = adn.Query.series(StudyInstanceUID=good[0].StudyInstanceUID, SeriesInstanceUID="1.2")
+    rec = Recorder()
+    runner.stream(
+        lambda: client.get(peer.node, query, sop_classes=[CT]),
+        rec.batch,
+        batch_size=10,
+        **job_callbacks(rec),
+    )
+    runner.pump_until(rec.ended)
+    runner.call(client.aclose)
+    assert rec.kinds() == ["batch", "error"]
+    arrived = rec.events[0][1]
+    assert {i.sop_instance_uid for i in arrived} == {ds.SOPInstanceUID for ds in good}
+    error = rec.events[1][1]
+    assert isinstance(error, adn.IncompleteRetrieve)
+    assert error.failed_instances == (bad.SOPInstanceUID,)
