@@ -217,9 +217,7 @@ async def test_get_with_failed_sub_operations_raises(peer: Any, no_leaks: Any) -
     assert error.failed_instances == (bad.SOPInstanceUID,)
     assert bad.SOPInstanceUID in str(error)
     assert error.progress is not None and error.progress.done
-    assert [i.sop_instance_uid for i in awaited.value.partial] == [
-        ds.SOPInstanceUID for ds in good
-    ]
+    assert [i.sop_instance_uid for i in awaited.value.partial] == [ds.SOPInstanceUID for ds in good]
 
 
 async def test_move_with_failed_sub_operations_raises(
