@@ -24,6 +24,7 @@ from tests.peers.inprocess import (
     study_identifiers,
     wait_cancelled,
 )
+from tests.test_server import eventually
 
 FAST = adn.Timeouts(connect=2, acse=2, dimse=2, network=10, cancel=1)
 
@@ -238,7 +239,8 @@ async def test_bare_break_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> No
         async for _ in client.find(peer.node, Query.study()):
             break
         assert await anyio.to_thread.run_sync(peer.cancelled.wait, 5)
-        # Cancelled cleanly: the association goes back to the pool, healthy.
+        # Cancelled cleanly (the final response read): back in the pool, healthy.
+        await eventually(lambda: client.idle_associations(peer.node) == 1)
         await client.echo(peer.node)
         assert peer.accepted_count == 1
     assert await anyio.to_thread.run_sync(peer.released.wait, 5)

@@ -219,3 +219,35 @@ async def test_operation_finishing_after_close_releases_its_association(
         tg.start_soon(results.aclose)  # type: ignore[attr-defined]  # finalized meanwhile
     assert client.idle_associations() == 0
     assert await anyio.to_thread.run_sync(peer.wait_active, 0)  # released or aborted
+
+
+async def test_a_retrieve_left_early_is_released_not_pooled(
+    peer: ScriptedSCP, no_leaks: Any
+) -> None:
+    """C-CANCEL during a C-GET: the peer may still be busy with sub-operations, so the
+    association is released at once (as the design has it: cancel, then release), not
+    kept idle where its later release could wait for a busy peer."""
+    from tests.data import make_series
+    from tests.test_retrieve import CT
+
+    series = make_series(5)
+
+    def get(event: Any) -> Any:
+        yield len(series)
+        for ds in series:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
+
+    peer.on_get = get
+    query = Query.series(StudyInstanceUID=series[0].StudyInstanceUID, SeriesInstanceUID="1.2")
+    async with Client("POOLED", timeouts=FAST) as client:
+        async with client.get(peer.node, query, sop_classes=[CT]) as instances:
+            async for _ in instances:
+                break
+        assert client.idle_associations() == 0
+        assert await anyio.to_thread.run_sync(peer.released.wait, 5)
+        # The next operation opens a new association.
+        await client.echo(peer.node)
+        assert peer.accepted_count == 2

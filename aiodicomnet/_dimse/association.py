@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,7 @@ class Association:
         self._get_box: Outbox[Any] | None = None  # the C-GET in progress
         self._get_request: tuple[int, str] | None = None  # its (message ID, model)
         self._abort_requested = False
+        self._interrupted = False  # a retrieve on it was left early
         self._dimse_timed_out = False
         self._open_started = time.monotonic()
         self._last_rx = time.monotonic()
@@ -196,10 +198,12 @@ class Association:
 
     @property
     def reusable(self) -> bool:
-        """Established, never aborted by us, and its thread running: fit for a pool."""
+        """Established, never aborted by us, no retrieve left early on it, and its
+        thread running: fit for a pool."""
         return (
             self.is_established
             and not self._abort_requested
+            and not self._interrupted
             and self._owner is not None
             and self._owner.alive
         )
@@ -280,16 +284,18 @@ class Association:
 
     async def store(self, items: Iterable[StoreItem]) -> AsyncGenerator[InstanceOutcome, None]:
         """Send each item with C-STORE, yielding one outcome per item as it completes."""
-        async for outcome in self._stream(self._store_in_thread, list(items)):
-            yield outcome
+        async with aclosing(self._stream(self._store_in_thread, list(items))) as outcomes:
+            async for outcome in outcomes:
+                yield outcome
 
     async def find(self, identifier: Dataset, model: str) -> AsyncGenerator[Dataset, None]:
         """Send C-FIND; yield each pending response's identifier as it arrives."""
         msg_id = self._next_id()
-        async for item in self._stream(
-            self._find_in_thread, identifier, model, msg_id, cancel=(msg_id, model)
-        ):
-            yield item
+        async with aclosing(
+            self._stream(self._find_in_thread, identifier, model, msg_id, cancel=(msg_id, model))
+        ) as items:
+            async for item in items:
+                yield item
 
     async def move(
         self,
@@ -316,16 +322,20 @@ class Association:
         with contextlib.ExitStack() as stack:
             if merge is not None:
                 stack.enter_context(merge(functools.partial(box.put, confirm=True)))
-            async for item in self._stream(
-                self._move_in_thread,
-                identifier,
-                model,
-                destination,
-                msg_id,
-                cancel=(msg_id, model),
-                channel=(box, receive),
-            ):
-                yield item
+            async with aclosing(
+                self._stream(
+                    self._move_in_thread,
+                    identifier,
+                    model,
+                    destination,
+                    msg_id,
+                    cancel=(msg_id, model),
+                    channel=(box, receive),
+                    retrieve=True,
+                )
+            ) as items:
+                async for item in items:
+                    yield item
 
     async def get(self, identifier: Dataset, model: str) -> AsyncGenerator[Any, None]:
         """Send C-GET; yield progress, interleaved with what :attr:`store_handler` delivers.
@@ -334,10 +344,18 @@ class Association:
         sub-operation and hands received instances over with :meth:`deliver`.
         """
         msg_id = self._next_id()
-        async for item in self._stream(
-            self._get_in_thread, identifier, model, msg_id, cancel=(msg_id, model)
-        ):
-            yield item
+        async with aclosing(
+            self._stream(
+                self._get_in_thread,
+                identifier,
+                model,
+                msg_id,
+                cancel=(msg_id, model),
+                retrieve=True,
+            )
+        ) as items:
+            async for item in items:
+                yield item
 
     def deliver(self, item: Any) -> None:
         """In a C-GET's store handler: hand ``item`` to the loop before acknowledging it.
@@ -374,6 +392,7 @@ class Association:
         *args: Any,
         cancel: tuple[int, str] | None = None,
         channel: Channel | None = None,
+        retrieve: bool = False,
     ) -> AsyncGenerator[Any, None]:
         """Run ``fn(outbox, *args)`` in the owner thread and yield what it puts.
 
@@ -394,6 +413,11 @@ class Association:
             completed = True
         finally:
             box.abandon()
+            if not completed and retrieve:
+                # A C-MOVE or C-GET left early: the peer may still be busy with
+                # sub-operations (and slow to answer a release), so the
+                # association is not kept for reuse, and its release is bounded.
+                self._interrupted = True
             if not completed and not call.done:
                 with anyio.CancelScope(shield=True):
                     receive.close()
@@ -541,6 +565,13 @@ class Association:
         if assoc is None:
             return
         if assoc.is_established:
+            if self._interrupted:
+                # A peer still busy with a cancelled retrieve may not answer
+                # A-RELEASE-RQ for its whole ACSE timeout: wait no longer than
+                # for a C-CANCEL, then abort.
+                assoc.acse_timeout = min(
+                    assoc.acse_timeout or self.timeouts.cancel, self.timeouts.cancel
+                )
             assoc.release()
         if assoc.is_established or not (assoc.is_released or assoc.is_aborted):
             assoc.abort()
