@@ -284,6 +284,11 @@ def set_network_timeout(assoc: Any, sock: socket.socket) -> None:
     peer stops mid-PDU, and its writer in ``send`` when a peer stops reading.
     With the timeout, such a call fails after ``Timeouts.network`` seconds
     without a byte, which pynetdicom treats as a closed connection.
+
+    Where it matters: pynetdicom's own idle timer (the network timeout, run
+    by its reactor) and :func:`stop_dul` already end most stalls; but while a
+    request waits for its response pynetdicom pauses that reactor, so a peer
+    that stops mid-response would hold the reader until the DIMSE timeout.
     """
     timeout = assoc.network_timeout
     if timeout is not None:
