@@ -57,7 +57,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.presentation import PresentationContext
@@ -65,7 +64,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import transfer_syntaxes as _ts
 from ._dimse.acceptor import Acceptor
-from ._dimse.bridge import Closed, Outbox, outbox, run_in_thread
+from ._dimse.bridge import Closed, Inlet, Outbox, outbox, run_in_thread
 from ._dimse.incoming import handle_store
 from ._dimse.patches import CONN_OPEN_HANDLER, RequestorAE
 from ._dimse.patches import copy_context as _copy_context
@@ -132,18 +131,16 @@ class Subscription:
         self._server = server
         self._deliver = deliver
         self._box: Outbox[ReceivedInstance] | None = None
-        self._receive: MemoryObjectReceiveStream[ReceivedInstance] | None = None
+        self._inlet: Inlet[ReceivedInstance] | None = None
         if deliver is None:
-            self._box, self._receive = outbox(max(1, buffer))
+            self._box, self._inlet = outbox(buffer)
 
     def close(self) -> None:
         """Unsubscribe and close the stream (call on the event loop)."""
         self.closed = True
         self._server._unsubscribe(self)
-        if self._box is not None:
-            self._box.abandon()
-        if self._receive is not None:
-            self._receive.close()
+        if self._inlet is not None:
+            self._inlet.close()
 
     def __enter__(self) -> Subscription:
         """The subscription itself; it is closed on exit."""
@@ -155,23 +152,21 @@ class Subscription:
     @property
     def pending(self) -> int:
         """Instances queued in the subscription's stream, not yet read."""
-        return 0 if self._receive is None else self._receive.statistics().current_buffer_used
+        return 0 if self._inlet is None else self._inlet.pending
 
     def __aiter__(self) -> Subscription:
         """Iterate the subscription's stream."""
-        if self._receive is None:
-            raise TypeError("this subscription delivers to a callable; it has no stream")
+        self._stream()
         return self
 
     async def __anext__(self) -> ReceivedInstance:
         """The next instance routed to this subscription."""
-        assert self._receive is not None and self._box is not None
-        try:
-            instance = await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-        self._box.taken()
-        return instance
+        return await self._stream().__anext__()
+
+    def _stream(self) -> Inlet[ReceivedInstance]:
+        if self._inlet is None:
+            raise TypeError("this subscription delivers to a callable; it has no stream")
+        return self._inlet
 
 
 class StorageServer:
@@ -256,7 +251,7 @@ class StorageServer:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._bound: Storage = self.storage
         self._box: Outbox[ReceivedInstance] | None = None
-        self._receive: MemoryObjectReceiveStream[ReceivedInstance] | None = None
+        self._inlet: Inlet[ReceivedInstance] | None = None
         self._ae: AE | None = None
         self._server: Any = None
         self._stopping = False
@@ -283,7 +278,7 @@ class StorageServer:
             raise RuntimeError("the server is already running")
         self._token = anyio.lowlevel.current_token()
         self._bound = self.storage.bind()
-        self._box, self._receive = outbox(max(1, self.buffer))
+        self._box, self._inlet = outbox(self.buffer)
         self._stopping = self._closing = False
         try:
             # Building the contexts and binding take CPU time: not on the loop.
@@ -318,16 +313,10 @@ class StorageServer:
         """The next received instance (waits for one)."""
         if not self.stream:
             raise RuntimeError("this server was made with stream=False: nothing is queued")
-        if self._receive is None:
+        if self._inlet is None:
             raise RuntimeError("the server is not running")
         self._check_loop()
-        try:
-            instance = await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-        assert self._box is not None
-        self._box.taken()
-        return instance
+        return await self._inlet.__anext__()
 
     # -- hooks for subclasses and the client ------------------------------------------
 
@@ -569,11 +558,9 @@ class StorageServer:
     def _close_streams(self) -> int:
         """Close the main stream and every subscription; return how many were unread."""
         dropped = 0
-        if self._receive is not None:
-            dropped = self._receive.statistics().current_buffer_used
-            self._receive.close()
-        if self._box is not None:
-            self._box.abandon()
+        if self._inlet is not None:
+            dropped = self._inlet.pending
+            self._inlet.close()
         with self._lock:
             subscriptions = list(self._subscriptions)
         for subscription in subscriptions:

@@ -465,12 +465,10 @@ async def test_backpressure_blocks_sender_until_consumer_reads() -> None:
     async with HookedServer(SCP_AET, buffer=buffer) as scp:
         sender = SenderThread(scp.node, datasets)
         sender.start()
-        stream, box = scp._receive, scp._box
-        assert stream is not None and box is not None
+        inlet, box = scp._inlet, scp._box
+        assert inlet is not None and box is not None
         # The stream fills, then the handler of the next instance waits.
-        await eventually(
-            lambda: stream.statistics().current_buffer_used == buffer and box.waiting == 1
-        )
+        await eventually(lambda: inlet.pending == buffer and box.waiting == 1)
         # Exactly `buffer` acknowledged; the next one is stored but not answered.
         assert sender.statuses == [0] * buffer
         assert scp.stored == buffer + 1

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -64,9 +63,6 @@ from .patches import (
 __all__ = ["Association", "StoreItem", "next_message_id", "not_sent"]
 
 log = logging.getLogger("aiodicomnet._dimse.association")
-
-#: An outbox for a worker thread and the receive stream it feeds.
-Channel = tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]
 
 #: ``merge(deliver) -> context manager``: see :meth:`Association.move`.
 Merge = Callable[[Callable[[Any], None]], contextlib.AbstractContextManager[Any]]
@@ -318,24 +314,20 @@ class Association:
         before the final C-MOVE response.
         """
         msg_id = msg_id or self._next_id()
-        box, receive = outbox(self._buffer)
-        with contextlib.ExitStack() as stack:
-            if merge is not None:
-                stack.enter_context(merge(functools.partial(box.put, confirm=True)))
-            async with aclosing(
-                self._stream(
-                    self._move_in_thread,
-                    identifier,
-                    model,
-                    destination,
-                    msg_id,
-                    cancel=(msg_id, model),
-                    channel=(box, receive),
-                    retrieve=True,
-                )
-            ) as items:
-                async for item in items:
-                    yield item
+        async with aclosing(
+            self._stream(
+                self._move_in_thread,
+                identifier,
+                model,
+                destination,
+                msg_id,
+                cancel=(msg_id, model),
+                merge=merge,
+                retrieve=True,
+            )
+        ) as items:
+            async for item in items:
+                yield item
 
     async def get(self, identifier: Dataset, model: str) -> AsyncGenerator[Any, None]:
         """Send C-GET; yield progress, interleaved with what :attr:`store_handler` delivers.
@@ -391,44 +383,47 @@ class Association:
         fn: Callable[..., None],
         *args: Any,
         cancel: tuple[int, str] | None = None,
-        channel: Channel | None = None,
+        merge: Merge | None = None,
         retrieve: bool = False,
     ) -> AsyncGenerator[Any, None]:
         """Run ``fn(outbox, *args)`` in the owner thread and yield what it puts.
 
-        On early exit (consumer stops, task cancelled) the stream is closed,
-        C-CANCEL is sent for ``cancel`` = (message id, SOP class), the call is
-        given ``Timeouts.cancel`` seconds to end, then the association is aborted.
+        ``merge`` (see :meth:`move`) puts another producer's items in the same
+        stream until the call has ended, cleanup included.  On early exit
+        (consumer stops, task cancelled) the stream is closed, C-CANCEL is
+        sent for ``cancel`` = (message id, SOP class), the call is given
+        ``Timeouts.cancel`` seconds to end, then the association is aborted.
         """
         owner = self._require_owner()
-        box, receive = channel or outbox(self._buffer)
-        call = owner.submit(fn, box, *args)
-        completed = False
-        try:
-            with receive:
-                async for item in receive:
-                    box.taken()
-                    yield item
-            await call.wait()
-            completed = True
-        finally:
-            box.abandon()
-            if not completed and retrieve:
-                # A C-MOVE or C-GET left early: the peer may still be busy with
-                # sub-operations (and slow to answer a release), so the
-                # association is not kept for reuse, and its release is bounded.
-                self._interrupted = True
-            if not completed and not call.done:
-                with anyio.CancelScope(shield=True):
-                    receive.close()
-                    if cancel is not None:
-                        await run_in_thread(self._send_cancel, *cancel)
-                    with anyio.move_on_after(self.timeouts.cancel):
-                        await call.finished()
-                    if not call.done:
-                        log.warning("%s: no answer to C-CANCEL, aborting", self.node)
-                        await run_in_thread(self._abort_now)
-                        await call.finished()
+        box, inlet = outbox(self._buffer)
+        with contextlib.ExitStack() as stack:
+            if merge is not None:
+                stack.enter_context(merge(functools.partial(box.put, confirm=True)))
+            call = owner.submit(fn, box, *args)
+            completed = False
+            try:
+                with inlet:
+                    async for item in inlet:
+                        yield item
+                await call.wait()
+                completed = True
+            finally:
+                inlet.close()
+                if not completed and retrieve:
+                    # A C-MOVE or C-GET left early: the peer may still be busy with
+                    # sub-operations (and slow to answer a release), so the
+                    # association is not kept for reuse, and its release is bounded.
+                    self._interrupted = True
+                if not completed and not call.done:
+                    with anyio.CancelScope(shield=True):
+                        if cancel is not None:
+                            await run_in_thread(self._send_cancel, *cancel)
+                        with anyio.move_on_after(self.timeouts.cancel):
+                            await call.finished()
+                        if not call.done:
+                            log.warning("%s: no answer to C-CANCEL, aborting", self.node)
+                            await run_in_thread(self._abort_now)
+                            await call.finished()
 
     # ------------------------------------------------------------------ owner thread
 

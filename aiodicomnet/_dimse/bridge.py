@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 T = TypeVar("T")
 
-__all__ = ["Call", "Closed", "Outbox", "OwnerThread", "outbox", "run_in_thread"]
+__all__ = ["Call", "Closed", "Inlet", "Outbox", "OwnerThread", "outbox", "run_in_thread"]
 
 _STOP = object()
 _WAKE = object()
@@ -215,7 +215,8 @@ class Outbox(Generic[T]):
     to the loop without waiting for it (``confirm=True`` waits, for items
     whose delivery must be certain before the thread goes on, such as an
     instance about to be acknowledged).  The loop side calls :meth:`taken`
-    for each item it receives and :meth:`abandon` when it stops reading.
+    for each item it receives and :meth:`abandon` when it stops reading
+    (:class:`Inlet`, the loop's end made by :func:`outbox`, does both).
     """
 
     def __init__(self, send: MemoryObjectSendStream[T], token: Any, capacity: int) -> None:
@@ -300,10 +301,60 @@ class Outbox(Generic[T]):
             self._soon(self._send.close)
 
 
-def outbox(max_buffer: int) -> tuple[Outbox[Any], MemoryObjectReceiveStream[Any]]:
-    """Create a bounded stream: an :class:`Outbox` for a thread and the loop's receiver.
+class Inlet(Generic[T]):
+    """The loop's end of an :class:`Outbox`: receiving an item frees its place.
 
-    Must be called on the event loop.
+    Iterate it (``async for``) or call :meth:`receive`; :meth:`close` (or
+    leaving ``with``) stops reading and fails the thread's next ``put``.
     """
-    send, receive = anyio.create_memory_object_stream[Any](max_buffer)
-    return Outbox(send, anyio.lowlevel.current_token(), max_buffer), receive
+
+    def __init__(self, receive: MemoryObjectReceiveStream[T], box: Outbox[T]) -> None:
+        self._receive = receive
+        self._box = box
+
+    @property
+    def pending(self) -> int:
+        """Items delivered and not yet received."""
+        return self._receive.statistics().current_buffer_used
+
+    async def receive(self) -> T:
+        """The next item.
+
+        Raises:
+            anyio.EndOfStream: the thread closed its outbox.
+            anyio.ClosedResourceError: this inlet was closed.
+        """
+        item = await self._receive.receive()
+        self._box.taken()
+        return item
+
+    def __aiter__(self) -> Inlet[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Stop reading: items still queued are dropped, the thread's next put fails."""
+        self._box.abandon()
+        self._receive.close()
+
+    def __enter__(self) -> Inlet[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def outbox(max_buffer: int) -> tuple[Outbox[Any], Inlet[Any]]:
+    """Create a bounded stream: an :class:`Outbox` for a thread and the loop's :class:`Inlet`.
+
+    Must be called on the event loop.  ``max_buffer`` below 1 counts as 1.
+    """
+    capacity = max(1, max_buffer)
+    send, receive = anyio.create_memory_object_stream[Any](capacity)
+    box: Outbox[Any] = Outbox(send, anyio.lowlevel.current_token(), capacity)
+    return box, Inlet(receive, box)
