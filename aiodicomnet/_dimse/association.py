@@ -767,50 +767,50 @@ class Association:
     def _store_in_thread(self, box: Outbox[InstanceOutcome], items: list[StoreItem]) -> None:
         """One outcome per item, in order, until the association is lost.
 
-        Then it raises (AssociationAborted or DimseTimeout) with ``unanswered``
-        set when the item in flight was sent but got no response: the caller
-        reports that one and the rest as not stored.  Nothing is yielded for
-        them here, so that a pooled association found dead before anything
-        was sent can be replaced without reporting anything twice.
+        Then it raises (AssociationAborted or DimseTimeout, from
+        :meth:`_store_one`) with ``unanswered`` set when the item in flight was
+        sent but got no response: the caller reports that one and the rest as
+        not stored.  Nothing is yielded for them here, so that a pooled
+        association found dead before anything was sent can be replaced
+        without reporting anything twice.
         """
         try:
             for item in items:
-                outcome, lost = self._store_one(item)
-                if lost is not None:
-                    error = self._no_response("C-STORE")
-                    error.unanswered = lost  # type: ignore[attr-defined]
-                    self._mark_lost()
-                    raise error
-                box.put(outcome)
+                box.put(self._store_one(item))
         except Closed:
             return
         finally:
             box.close()
 
-    def _store_one(self, item: StoreItem) -> tuple[InstanceOutcome, bool | None]:
-        """Send one instance: its outcome, and whether the association was lost
-        (``None``: not lost; ``False``: lost before sending; ``True``: sent, no response)."""
+    def _store_one(self, item: StoreItem) -> InstanceOutcome:
+        """Send one instance and return its outcome; raise if the association is lost."""
         ds: Dataset | None = None
         try:
             ds = dcmread(item) if isinstance(item, Path) else item
         except Exception as exc:
-            return not_sent(item, f"unreadable DICOM file: {exc}"), None
+            return not_sent(item, f"unreadable DICOM file: {exc}")
         if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-            return not_sent(item, "dataset has no SOP Class/Instance UID", ds), None
+            return not_sent(item, "dataset has no SOP Class/Instance UID", ds)
         assoc = self._assoc
         if assoc is None or not assoc.is_established:
-            return not_sent(item, "association lost", ds), False
+            raise self._store_lost(unanswered=False)
         try:
             self._request_sent()
             rsp = assoc.send_c_store(ds, msg_id=self._next_id())
         except (ValueError, AttributeError) as exc:
-            return not_sent(item, str(exc), ds), None
+            return not_sent(item, str(exc), ds)
         if "Status" not in rsp:  # no response: pynetdicom has aborted, or the peer did
-            return not_sent(item, "no response", ds), True
-        outcome = InstanceOutcome(
+            raise self._store_lost(unanswered=True)
+        return InstanceOutcome(
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             status=int(rsp.Status),
             source=item if isinstance(item, Path) else None,
         )
-        return outcome, None
+
+    def _store_lost(self, *, unanswered: bool) -> DicomError:
+        """The error for a C-STORE whose association is gone (``unanswered``: it was sent)."""
+        error = self._no_response("C-STORE")
+        error.unanswered = unanswered  # type: ignore[attr-defined]
+        self._mark_lost()
+        return error
