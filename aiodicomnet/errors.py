@@ -20,7 +20,13 @@ meaning.
     |   +-- DimseTimeout        no DIMSE response in time
     +-- StatusError             the peer answered with a failure status
     +-- IncompleteRetrieve      a retrieve did not bring everything (failed or missing)
+    +-- TranscodeError          an instance cannot be converted to a transfer syntax the peer accepted
     +-- StorageError            a received instance could not be stored
+    |   +-- BurnedInAnnotationRefused  refused by a de-identification policy (pixels may name the patient)
+    +-- CohortInputError        a cohort list (CSV) row that cannot be turned into a query
+    +-- ImagingError            instances that do not make an image, or an image that
+                                does not make DICOM (aiodicomnet.imaging.errors: one
+                                subclass per problem, and MissingExtra)
 
 ``DicomTimeout`` also derives from the built-in :class:`TimeoutError`, so
 ``except TimeoutError`` catches it.
@@ -31,24 +37,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .nodes import Node
+    from .nodes import AnyNode as Node
 
 __all__ = [
     "AssociationAborted",
     "AssociationError",
     "AssociationRejected",
     "AssociationTimeout",
+    "BurnedInAnnotationRefused",
+    "CohortInputError",
     "ConnectError",
     "ConnectTimeout",
     "DicomError",
     "DicomTimeout",
     "DimseTimeout",
+    "ImagingError",
     "IncompleteRetrieve",
     "NegotiationError",
     "ProtocolError",
     "QueryError",
+    "ServerError",
     "StatusError",
     "StorageError",
+    "TranscodeError",
 ]
 
 
@@ -226,6 +237,7 @@ class IncompleteRetrieve(DicomError):
         failed_instances: tuple[str, ...] = (),
         progress: Any = None,
         node: Node | None = None,
+        missing_reason: str | None = None,
     ) -> None:
         self.expected = expected
         self.received = received
@@ -241,8 +253,9 @@ class IncompleteRetrieve(DicomError):
                 text += f" ({shown}{more})"
         missing = expected - failed - received
         if missing > 0:
-            text += (
-                f"; {missing} completed sub-operation(s) never arrived for this request "
+            text += f"; {missing} " + (
+                missing_reason
+                or "completed sub-operation(s) never arrived for this request "
                 "(sent to another AE, or without Move Originator information we could match)"
             )
         super().__init__(text, node=node)
@@ -258,3 +271,115 @@ class ProtocolError(AssociationError):
 
 class StorageError(DicomError):
     """A received instance could not be stored (disk full, permission, consumer gone)."""
+
+
+class TranscodeError(DicomError):
+    """An instance cannot be converted to a transfer syntax the peer accepted.
+
+    Raised for one instance (the others go on): converting would mean
+    compressing (never done), or decompressing without the pixel decoders
+    (the message names the extra to install: ``aiodicomnet[codecs]``), or
+    the data cannot be decoded or encoded.
+
+    Attributes:
+        transfer_syntax: the syntax the instance is held in, when known.
+        target: the syntax it was to be converted to, when one was chosen.
+    """
+
+    def __init__(
+        self, message: str, *, transfer_syntax: str | None = None, target: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.transfer_syntax = transfer_syntax
+        self.target = target
+
+
+class ImagingError(DicomError, ValueError):
+    """Instances that cannot become a volume, or an image that cannot become DICOM.
+
+    The subclasses, one per problem (mixed orientations, a missing slice,
+    gantry tilt, a mask that does not fit its volume, ...), live in
+    :mod:`aiodicomnet.imaging.errors`.
+    """
+
+
+class BurnedInAnnotationRefused(StorageError):
+    """A de-identification policy refused an instance whose pixels may carry identifying text.
+
+    Header de-identification cannot remove text burned into the pixel data;
+    an instance that says it has some (Burned In Annotation ``YES``), or of a
+    kind that often does (secondary capture, ultrasound, scanned documents)
+    without saying it has none, is refused under the ``"refuse"`` policy
+    (answered ``0xC001`` when it arrives by C-STORE).
+
+    Attributes:
+        sop_instance_uid: the original SOP Instance UID of the refused instance.
+        reason: why it was judged at risk.
+    """
+
+    def __init__(self, sop_instance_uid: str, reason: str) -> None:
+        super().__init__(f"instance {sop_instance_uid} refused: {reason}")
+        self.sop_instance_uid = sop_instance_uid
+        self.reason = reason
+
+
+class CohortInputError(DicomError, ValueError):
+    """A row of a cohort list cannot be turned into a query (raised before anything is sent).
+
+    Attributes:
+        line: the line number in the input file (1 is the header).
+    """
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+        self.line = line
+
+
+class HttpError(DicomError):
+    """A DICOMweb request was answered with an HTTP error status.
+
+    Attributes:
+        status_code: the HTTP status, for example ``400``.
+        url: the URL requested.
+        detail: the start of the response body (the server's explanation), if any.
+    """
+
+    def __init__(
+        self, status_code: int, url: str, detail: str = "", *, node: Node | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.url = url
+        self.detail = detail
+        text = f"HTTP {status_code} {_HTTP_REASON.get(status_code, '')}".rstrip()
+        text += f" for {url}"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text, node=node)
+
+
+_HTTP_REASON = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class AuthError(HttpError):
+    """401 (the credentials are missing, wrong or expired) or 403 (not allowed)."""
+
+
+class NotFound(HttpError):
+    """404: the server has no such study, series or instance (or no such service)."""
+
+
+class ServerError(HttpError):
+    """A 5xx status: the server failed to answer the request."""
