@@ -21,11 +21,13 @@ from .errors import (
     AssociationError,
     AssociationRejected,
     AssociationTimeout,
+    AuthError,
     ConnectError,
     ConnectTimeout,
     DicomError,
     DicomTimeout,
     DimseTimeout,
+    ImagingError,
     IncompleteRetrieve,
     NegotiationError,
     ProtocolError,
@@ -34,7 +36,8 @@ from .errors import (
     StorageError,
 )
 from .fanout import FindAllResult, NodeResult, NodeResults, echo_all, find_all
-from .nodes import Node, validate_ae_title
+from .imaging.load import load_volume
+from .nodes import AnyNode, Node, WebNode, validate_ae_title
 from .pooling import PoolConfig
 from .query import (
     DateRange,
@@ -62,11 +65,13 @@ from .timeouts import Timeouts
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnyNode",
     "Archive",
     "AssociationAborted",
     "AssociationError",
     "AssociationRejected",
     "AssociationTimeout",
+    "AuthError",
     "BrowseTree",
     "CallbackStorage",
     "Client",
@@ -79,6 +84,8 @@ __all__ = [
     "DimseTimeout",
     "DiskStorage",
     "FindAllResult",
+    "HttpError",
+    "ImagingError",
     "IncomingInstance",
     "IncompleteRetrieve",
     "InstanceOutcome",
@@ -87,6 +94,7 @@ __all__ = [
     "Node",
     "NodeResult",
     "NodeResults",
+    "NotFound",
     "Operation",
     "PoolConfig",
     "Progress",
@@ -95,6 +103,7 @@ __all__ = [
     "QueryError",
     "ReceivedInstance",
     "SequenceMatch",
+    "ServerError",
     "Single",
     "StatusError",
     "Storage",
@@ -105,9 +114,11 @@ __all__ = [
     "Timeouts",
     "UIDList",
     "Universal",
+    "WebNode",
     "Wildcard",
     "browse",
     "echo_all",
     "find_all",
+    "load_volume",
     "validate_ae_title",
 ]

@@ -1,0 +1,72 @@
+"""From instances to images and back: series as volumes, masks as DICOM SEG, meshes as DICOM.
+
+Needs the ``imaging`` extra (``pip install 'aiodicomnet[imaging]'``: numpy,
+highdicom, decoding plugins, numpy-stl, SimpleITK). Importing this package
+does not import them: each name is loaded on first use, and a missing
+package raises :class:`~aiodicomnet.imaging.errors.MissingExtra` naming the
+extra to install.
+
+* :func:`load_volume`: find a series on a node, retrieve it into memory,
+  check every instance arrived, and return its :class:`Volume`;
+* :func:`volume_from` / :func:`load_volume_from`: a volume from instances
+  you already have (data sets, files, bytes, received instances);
+* :func:`segmentation`: a mask aligned with a volume as a DICOM
+  Segmentation (binary or fractional, one or several :class:`Segment`);
+* :func:`encapsulated_stl`: a triangle mesh as an Encapsulated STL instance
+  in the volume's frame of reference.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import MissingExtra
+
+if TYPE_CHECKING:
+    from .load import load_volume
+    from .segmentation import Segment, segmentation
+    from .surface import encapsulated_stl
+    from .volume import SliceRef, Volume, load_volume_from, volume_from
+
+__all__ = [
+    "Segment",
+    "SliceRef",
+    "Volume",
+    "encapsulated_stl",
+    "load_volume",
+    "load_volume_from",
+    "segmentation",
+    "volume_from",
+]
+
+_HOME = {
+    "load_volume": "load",
+    "Segment": "segmentation",
+    "segmentation": "segmentation",
+    "encapsulated_stl": "surface",
+    "SliceRef": "volume",
+    "Volume": "volume",
+    "load_volume_from": "volume",
+    "volume_from": "volume",
+}
+
+_PIP_NAMES = {"SimpleITK": "SimpleITK", "stl": "numpy-stl"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f"{__name__}.{home}")
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing.startswith("aiodicomnet") or not missing:
+            raise
+        raise MissingExtra(
+            f"aiodicomnet.imaging.{name}", (_PIP_NAMES.get(missing, missing),)
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
