@@ -26,6 +26,7 @@ from ..results import InstanceOutcome, Progress
 from ..server import StorageServer
 from ..storage import DiskStorage, ReceivedInstance
 from ..timeouts import Timeouts
+from ._cohort import cmd_cohort
 from ._output import Output, format_size, plural, text_of
 from ._parser import UsageError, build_query, resolve_node
 
@@ -642,4 +643,5 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "serve": cmd_serve,
     "nodes": cmd_nodes,
     "demo": cmd_demo,
+    "cohort": cmd_cohort,
 }

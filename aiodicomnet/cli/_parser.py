@@ -11,6 +11,7 @@ from .. import __version__
 from ..config import Config, UnknownNode
 from ..nodes import Node
 from ..query import LEVELS, Query
+from ._cohort import add_arguments as add_cohort_arguments
 
 __all__ = ["EXIT_CODES", "UsageError", "build_parser", "parse_key", "resolve_node"]
 
@@ -410,4 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a tour: an embedded PACS with sample studies, then echo, find, move, get and store",
     )
     demo.add_argument("--dir", metavar="DIR", help="keep the PACS and received files here")
+
+    cohort = command(
+        "cohort",
+        "pull a de-identified cohort from a CSV list (find, retrieve, de-identify; resumable)",
+        network,
+    )
+    add_cohort_arguments(cohort)
     return parser
