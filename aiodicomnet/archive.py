@@ -42,6 +42,7 @@ import copy
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -71,11 +72,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from . import status as _status
 from . import transfer_syntaxes as _ts
+from ._dimse import contexts as _cx
 from ._dimse.bridge import run_in_thread
 from ._dimse.patches import CONN_OPEN_HANDLER, move_originator_handler
+from ._dimse.transcode import for_contexts
 from ._files import atomic_write
 from ._index import Counts, IdentifierError, Index, IndexedInstance
-from .errors import StorageError
+from .errors import StorageError, TranscodeError
 from .nodes import Node, validate_ae_title
 from .server import StorageServer
 from .status import status_dataset
@@ -121,9 +124,12 @@ def _address(value: tuple[str, int] | Node) -> tuple[str, int]:
 def _sub_operation_contexts(instances: Iterable[IndexedInstance]) -> list[PresentationContext]:
     """Presentation contexts to propose for C-STORE sub-operations of these instances.
 
-    Uncompressed instances of a SOP class share one context offering the
-    uncompressed syntaxes (pynetdicom converts between them); each compressed
-    syntax gets its own context, as it is sent as stored (never transcoded).
+    So that each can be sent as it is held: per SOP class, one native context
+    (Explicit and Implicit VR Little Endian, then any other native syntax
+    held: we convert between them) and one context per compressed syntax
+    held. Then, as room remains in the 128 contexts, a native context for the
+    classes held only compressed, to decompress to if the destination accepts
+    none of their syntaxes (:mod:`._dimse.transcode`).
     """
     by_class: dict[str, list[str]] = {}
     for inst in instances:
@@ -131,20 +137,20 @@ def _sub_operation_contexts(instances: Iterable[IndexedInstance]) -> list[Presen
         if inst.transfer_syntax_uid not in syntaxes:
             syntaxes.append(inst.transfer_syntax_uid)
     contexts: list[PresentationContext] = []
+    fallbacks: list[PresentationContext] = []
     for sop_class, syntaxes in by_class.items():
-        uncompressed = [ts for ts in syntaxes if UID(ts) in _NATIVE]
-        if uncompressed:
-            offered: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-            offered += [ts for ts in uncompressed if ts not in offered]
-            contexts.append(build_context(sop_class, offered))
-        contexts.extend(build_context(sop_class, [ts]) for ts in syntaxes if ts not in uncompressed)
+        native = [ts for ts in syntaxes if UID(ts) in _NATIVE]
+        offered: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        offered += [ts for ts in native if ts not in offered]
+        (contexts if native else fallbacks).append(build_context(sop_class, offered))
+        contexts.extend(build_context(sop_class, [ts]) for ts in syntaxes if ts not in native)
     if len(contexts) > _MAX_CONTEXTS:
         LOGGER.warning(
             "%d presentation contexts needed, only %d can be proposed: the rest will fail",
             len(contexts),
             _MAX_CONTEXTS,
         )
-    return contexts[:_MAX_CONTEXTS]
+    return [*contexts, *fallbacks][:_MAX_CONTEXTS]
 
 
 class _IndexedStorage(DiskStorage):
@@ -160,21 +166,29 @@ class _IndexedStorage(DiskStorage):
         self._last_tag = None
 
 
-def _load(inst: IndexedInstance) -> Dataset:
-    """Read one stored instance for a C-STORE sub-operation.
+def _load(inst: IndexedInstance, contexts: Iterable[Any]) -> Dataset:
+    """Read one stored instance for a C-STORE sub-operation, as the peer can take it.
 
-    If the file cannot be read, return a stand-in without File Meta
-    Information: pynetdicom then fails that sub-operation (it cannot pick a
-    presentation context) and lists its SOP Instance UID as failed.
+    ``contexts`` are the presentation contexts accepted on the association
+    that carries the sub-operation; the instance is converted when its own
+    transfer syntax is not among them (:func:`._dimse.transcode.for_contexts`:
+    between native syntaxes, or decompressed when nothing else was accepted).
+
+    If the file cannot be read or converted, return a stand-in without File
+    Meta Information: pynetdicom then fails that sub-operation (it cannot pick
+    a presentation context) and lists its SOP Instance UID as failed; the
+    reason is logged (logger ``aiodicomnet.archive``).
     """
     try:
-        return dcmread(inst.path)
+        return for_contexts(dcmread(inst.path), contexts)
+    except TranscodeError as exc:
+        LOGGER.error("cannot send %s: %s", inst.sop_instance_uid, exc.message)
     except Exception as exc:
         LOGGER.error("cannot read %s for %s: %s", inst.path, inst.sop_instance_uid, exc)
-        stand_in = Dataset()
-        stand_in.SOPClassUID = inst.sop_class_uid
-        stand_in.SOPInstanceUID = inst.sop_instance_uid
-        return stand_in
+    stand_in = Dataset()
+    stand_in.SOPClassUID = inst.sop_class_uid
+    stand_in.SOPInstanceUID = inst.sop_instance_uid
+    return stand_in
 
 
 class Archive(StorageServer):
@@ -219,6 +233,13 @@ class Archive(StorageServer):
             self.add_destination(aet, address)
         self._index: Index | None = None
         self._index_lock = threading.Lock()
+        # What is held, per SOP class and transfer syntax, and the accepted
+        # storage contexts whose order follows it (see _prefer_held).
+        self._held: dict[str, Counter[str]] = {}
+        self._accepting: dict[str, PresentationContext] = {}
+        self._held_lock = threading.Lock()
+        # A C-MOVE's sub-association, under the requestor's association (see _sub_operations).
+        self._move_carriers: dict[Any, list[Any]] = {}
 
     @property
     def index_path(self) -> Path:
@@ -359,6 +380,8 @@ class Archive(StorageServer):
             if old is not None and os.path.abspath(old) != os.path.abspath(row[1]):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(old)
+            header = row[0]
+            self._prefer_held(str(header.SOPClassUID), _syntax_of(header))
         return [str(header.SOPInstanceUID) for header, *_ in rows], done
 
     def _write(self, item: ImportItem) -> tuple[Dataset, Path]:
@@ -401,17 +424,44 @@ class Archive(StorageServer):
     # -- StorageServer hooks -----------------------------------------------------
 
     def _contexts(self) -> list[PresentationContext]:
-        """The storage contexts (with the SCU role granted for C-GET) plus Q/R."""
+        """The storage contexts (with the SCU role granted for C-GET) plus Q/R.
+
+        Each storage context lists the transfer syntaxes held for its SOP
+        class first (:func:`._dimse.contexts.accept_order`), and follows what
+        arrives later: a C-GET requestor that proposes the held compressed
+        syntax beside native ones in one context (DCMTK ``getscu +xs``) gets
+        it, and the files are sent as they are.
+        """
         contexts = super()._contexts()
-        for cx in contexts:
-            if cx.abstract_syntax != Verification:
+        held = _held_syntaxes(self._open_index())
+        with self._held_lock:
+            self._held = held
+            self._accepting = {}
+            for cx in contexts:
+                if cx.abstract_syntax == Verification:
+                    continue
                 # Accept whatever roles the requestor proposes: the C-STORE SCU
                 # role (plain C-STORE to us) and the SCP role (C-GET).
                 cx.scu_role = True
                 cx.scp_role = True
+                sop_class = str(cx.abstract_syntax)
+                self._accepting[sop_class] = cx
+                if sop_class in held:
+                    _cx.set_transfer_syntaxes(cx, _cx.accept_order(held[sop_class], _ts.STORAGE))
         for uid in (*_FIND_MODELS, *_MOVE_MODELS, *_GET_MODELS):
             contexts.append(build_context(uid, list(_ts.NATIVE)))
         return contexts
+
+    def _prefer_held(self, sop_class: str, transfer_syntax: str) -> None:
+        """Count one more instance held; reorder its class's accepted syntaxes if that changes."""
+        with self._held_lock:
+            counts = self._held.setdefault(sop_class, Counter())
+            before = _cx.accept_order(counts, _ts.STORAGE)
+            counts[transfer_syntax] += 1
+            after = _cx.accept_order(counts, _ts.STORAGE)
+            cx = self._accepting.get(sop_class)
+            if cx is not None and after != before:
+                _cx.set_transfer_syntaxes(cx, after)
 
     def _handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         return [
@@ -449,6 +499,7 @@ class Archive(StorageServer):
         if old is not None and os.path.abspath(old) != os.path.abspath(path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(old)
+        self._prefer_held(str(instance.sop_class_uid), str(instance.transfer_syntax_uid))
 
     def _on_discarded(self, instance: ReceivedInstance) -> None:
         """The file of an indexed instance was removed: forget it."""
@@ -505,12 +556,21 @@ class Archive(StorageServer):
     def _sub_operations(
         self, event: Any, instances: list[IndexedInstance]
     ) -> Iterator[tuple[Any, Dataset | None]]:
+        """The sub-operations' data sets, each as the association carrying it can take it.
+
+        That association is the requestor's own for a C-GET, the
+        sub-association pynetdicom opened for a C-MOVE (recorded by
+        :meth:`_on_c_move` under the requestor's association: one DIMSE
+        request at a time runs on an association).
+        """
         for inst in instances:
             if event.is_cancelled:
                 LOGGER.info("retrieve cancelled")
                 yield _status.CANCEL, None
                 return
-            yield _status.CONTINUING, _load(inst)
+            carriers = self._move_carriers.get(event.assoc)
+            assoc = event.assoc if carriers is None else (carriers[-1] if carriers else None)
+            yield _status.CONTINUING, _load(inst, assoc.accepted_contexts if assoc else ())
 
     def _on_c_move(self, event: Any) -> Iterator[Any]:
         destination = (event.move_destination or "").strip()
@@ -522,17 +582,28 @@ class Archive(StorageServer):
         # An IdentifierError raised here is answered by pynetdicom with 0xC514.
         instances = self._retrieve(event, _MOVE_MODELS)
         originator = str(event.assoc.requestor.ae_title).strip()
+        # pynetdicom opens the sub-association after this yield; what it negotiated
+        # decides the syntax of each sub-operation.
+        sub_association: list[Any] = []
         yield (
             address[0],
             address[1],
             {
                 "contexts": _sub_operation_contexts(instances),
-                "evt_handlers": [CONN_OPEN_HANDLER, move_originator_handler(originator)],
+                "evt_handlers": [
+                    CONN_OPEN_HANDLER,
+                    move_originator_handler(originator),
+                    (evt.EVT_ACCEPTED, lambda e: sub_association.append(e.assoc)),
+                ],
                 "max_pdu": self.max_pdu,
             },
         )
         yield len(instances)
-        yield from self._sub_operations(event, instances)
+        self._move_carriers[event.assoc] = sub_association
+        try:
+            yield from self._sub_operations(event, instances)
+        finally:
+            self._move_carriers.pop(event.assoc, None)
 
     def _on_c_get(self, event: Any) -> Iterator[Any]:
         try:
@@ -547,6 +618,25 @@ class Archive(StorageServer):
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _held_syntaxes(index: Index) -> dict[str, Counter[str]]:
+    """How many instances the index holds per SOP class and transfer syntax."""
+    with index._connection() as conn:
+        rows = conn.execute(
+            "SELECT sop_class, transfer_syntax, COUNT(*) FROM instance"
+            " GROUP BY sop_class, transfer_syntax"
+        ).fetchall()
+    held: dict[str, Counter[str]] = {}
+    for sop_class, transfer_syntax, count in rows:
+        held.setdefault(str(sop_class), Counter())[str(transfer_syntax)] = int(count)
+    return held
+
+
+def _syntax_of(header: Dataset) -> str:
+    """The transfer syntax of an imported instance, as the index records it."""
+    meta = getattr(header, "file_meta", None)
+    return str(getattr(meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)
 
 
 def _expand(items: ImportItem | Iterable[ImportItem]) -> Iterator[tuple[ImportItem, bool]]:

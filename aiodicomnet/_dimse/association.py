@@ -44,6 +44,7 @@ from ..errors import (
     NegotiationError,
     ProtocolError,
     StatusError,
+    TranscodeError,
 )
 from ..nodes import Node
 from ..results import InstanceOutcome, Progress
@@ -59,6 +60,7 @@ from .patches import (
     wake_dimse_waiter,
     wake_negotiation,
 )
+from .transcode import for_contexts
 
 __all__ = ["Association", "StoreItem", "next_message_id", "not_sent"]
 
@@ -794,6 +796,10 @@ class Association:
         assoc = self._assoc
         if assoc is None or not assoc.is_established:
             raise self._store_lost(unanswered=False)
+        try:  # in a syntax the peer accepted: big endian, decompressed, ... (transcode.py)
+            ds = for_contexts(ds, assoc.accepted_contexts)
+        except TranscodeError as exc:
+            return not_sent(item, exc.message, ds)
         try:
             self._request_sent()
             rsp = assoc.send_c_store(ds, msg_id=self._next_id())

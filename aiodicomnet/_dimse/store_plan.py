@@ -124,9 +124,8 @@ async def send_all(
         except DicomError as exc:
             errors.append(exc)
 
-    for group in _cx.store_context_groups(plan.keys()):
-        keys = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in group}
-        batch = [item for key in sorted(keys) for item in plan[key]]
+    for group, keys in _cx.store_context_groups(plan.keys()):
+        batch = [item for key in keys for item in plan[key]]
         if not batch:
             continue
         n = min(associations, len(batch))
