@@ -395,6 +395,7 @@ async def test_a_reset_connection_is_closed_without_the_garbage_collector(no_lea
 
     def script(conn: socket.socket) -> None:
         associate(conn)
+        conn.recv(6)  # the first request: reset only once the association is up
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()  # a reset, not an orderly close
 
@@ -407,6 +408,8 @@ async def test_a_reset_connection_is_closed_without_the_garbage_collector(no_lea
             raw = assoc._assoc
             assert raw is not None
             sock = raw.dul.socket.socket
+            with pytest.raises(adn.DicomError):
+                await assoc.echo()
             await eventually(lambda: not raw.dul.is_alive())
             await assoc.abort()
             assert sock.fileno() == -1
@@ -484,6 +487,7 @@ async def test_a_rejection_followed_by_a_close_is_reported_as_a_rejection(
 async def test_a_pdu_longer_than_announced_is_refused_before_it_is_read(no_leaks: Any) -> None:
     def script(conn: socket.socket) -> None:
         associate(conn)
+        conn.recv(6)  # the first request: the association is up
         conn.sendall(header(0x04, 1 << 30) + bytes(100))
 
     with raw_peer(script) as hostile:
@@ -491,6 +495,8 @@ async def test_a_pdu_longer_than_announced_is_refused_before_it_is_read(no_leaks
         await assoc.open()
         raw = assoc._assoc
         assert raw is not None
+        with pytest.raises(adn.DicomError):
+            await assoc.echo()
         await eventually(lambda: refusal(raw) is not None)
         assert "P-DATA-TF PDU of 1073741824 bytes" in (refusal(raw) or "")
         assert pdu_limit(raw, 0x04) == 16384 + 1024

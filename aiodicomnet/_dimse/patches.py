@@ -86,6 +86,8 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
+from .reactors import EventedAssociation, make_event_driven
+
 __all__ = [
     "CONN_OPEN_HANDLER",
     "MAX_CONTROL_PDU",
@@ -354,6 +356,7 @@ class RequestorAE(AE):
         self, assoc: Any, address: AddressInformation, tls_args: Any
     ) -> AssociationSocket:
         lock_reactor(assoc)  # before its threads start
+        make_event_driven(assoc)
         sock = RequestorSocket(assoc, address)
         sock.tls_args = tls_args
         self.last_socket = sock
@@ -373,6 +376,7 @@ def tune_association(assoc: Any, preread: bytes = b"") -> None:
     if sock is None:
         return
     bound_kill(assoc)
+    make_event_driven(assoc)  # an accepted association (not started yet)
     try:
         _tune_socket(sock)
         set_network_timeout(assoc, sock)
@@ -435,7 +439,7 @@ def stop_dul(dul: Any) -> None:
         dul.join(0.002)
 
 
-class _BoundedKillAssociation(_PynetAssociation):
+class _BoundedKillAssociation(EventedAssociation):
     """pynetdicom's Association whose ``kill()`` always returns: see :func:`stop_dul`."""
 
     def kill(self) -> None:
