@@ -424,6 +424,8 @@ async def plan_cohort(
 
     Rows all of whose studies are done and verified are not queried again. A
     row whose find fails (after its tries) is marked failed with the reason.
+    Staging directories a killed run left behind are removed first: run one
+    job per output directory at a time.
 
     Raises:
         CohortInputError: the list differs from the one the job started with.
@@ -437,6 +439,9 @@ async def plan_cohort(
                 "(use another output directory for another cohort list)",
                 line=row.line,
             )
+    # staging directories left by a run that was killed hold nothing committed
+    staging = settings.output / STATE_DIR / "staging"
+    await run_in_thread(lambda: shutil.rmtree(staging, ignore_errors=True))
     good = await _verified(state, settings)
     pending_lines = {s.line for s in state.studies() if s.key not in good}
     done_rows = {r.line for r in state.report() if r.status == "done"}

@@ -58,6 +58,7 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from .._dimse.bridge import run_in_thread
@@ -337,9 +338,13 @@ class Deidentifier:
             self._dates.shifter = DateTimeAnonymizer(shift * 24) if self.shift_dates else None
             self._anonymizer.anonymize(ds)
         ds.remove_private_tags()
+        # dicognito says YES only with Burned In Annotation NO; here the burned-in
+        # policy decided: an instance let through is YES, a flagged one NO.
+        ds.PatientIdentityRemoved = "NO" if risk is not None else "YES"
         ds.LongitudinalTemporalInformationModified = (
             "MODIFIED" if self.shift_dates else "UNMODIFIED"
         )
+        ds.DeidentificationMethodCodeSequence = _method_codes(self.shift_dates)
         if self.mapping is not None:
             pairs = [(k, v, str(ds.get(k, "") or "")) for k, v in originals.items()]
             if self.shift_dates:
@@ -446,6 +451,23 @@ _MAPPED = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
 )
+
+
+def _method_codes(shift_dates: bool) -> Sequence:
+    """PS3.16 CID 7050 codes for what was applied (PS3.15 E.1.1 asks to record them)."""
+    codes = [("113100", "Basic Application Confidentiality Profile")]
+    if shift_dates:
+        codes.append(("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))
+    else:
+        codes.append(("113106", "Retain Longitudinal Temporal Information Full Dates Option"))
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    return Sequence(items)
 
 
 def _with_meta(ds: Dataset) -> Dataset:
