@@ -16,6 +16,8 @@ receive (RequestorSocket, tune_association)  test_a_pdu_longer_than_announced_is
                                              hostile: test_associate_ac_claiming_gigabytes,
                                              test_find_response_claiming_a_gigabyte[16384]
 patches.lock_reactor                         test_reactor_cannot_take_a_response_while_...
+reactors.make_event_driven (both reactors,   test_reactors_wait_for_events_and_never_sleep
+_EventedDUL, EventedAssociation)
 patches.SharedContexts                       test_accepted_associations_share_the_servers_...
 patches.copy_context                         test_copy_context_copies_only_the_transfer_syntaxes
 patches.set_network_timeout                  test_network_timeout_stays_on_connected_sockets,
@@ -68,8 +70,10 @@ from __future__ import annotations
 import gc
 import socket
 import struct
+import sys
 import threading
 import time
+import types
 from typing import Any
 
 import anyio
@@ -98,6 +102,7 @@ from aiodicomnet._dimse.patches import (
     refusal,
     wake_acceptor,
 )
+from aiodicomnet._dimse.reactors import EventedAssociation
 from aiodicomnet.query import Query
 from aiodicomnet.server import StorageServer
 from tests.peers.inprocess import ScriptedSCP, SilentServer, closed_port
@@ -131,6 +136,40 @@ async def test_reactor_cannot_take_a_response_while_a_request_waits(
         finally:
             raw._reactor_checkpoint.set()
         assert await assoc.echo() > 0
+
+
+async def test_reactors_wait_for_events_and_never_sleep(
+    monkeypatch: pytest.MonkeyPatch, no_leaks: Any
+) -> None:
+    """``reactors.make_event_driven``: neither reactor of either role sleeps between
+    looks (pynetdicom's sleep 1 ms whenever idle), on a requestor and an acceptor
+    both; every wait is on an event, so echoes and release still complete."""
+    import pynetdicom.association
+    import pynetdicom.dul
+
+    sleeps: list[str] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds: float) -> None:
+        caller = sys._getframe(1).f_code.co_name
+        if caller in {"run_reactor", "_run_reactor"}:
+            sleeps.append(caller)
+        real_sleep(seconds)
+
+    for module in (pynetdicom.dul, pynetdicom.association):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=recording_sleep))
+    async with (
+        StorageServer("PATCHSCP", stream=False) as scp,
+        Association("PATCHTEST", scp.node, [build_context(Verification)]) as assoc,
+    ):
+        raw = assoc._assoc
+        assert raw is not None
+        assert isinstance(raw, EventedAssociation) and "_adn_wake" in raw.__dict__
+        (accepted,) = scp._associations()
+        assert "_adn_wake" in accepted.__dict__
+        for _ in range(10):
+            assert await assoc.echo() > 0
+    assert sleeps == []
 
 
 async def test_requestor_socket_is_tuned(peer: ScriptedSCP, no_leaks: Any) -> None:
