@@ -30,8 +30,9 @@ from ._dimse.association import Association, next_message_id
 from ._dimse.connector import Connector
 from ._dimse.incoming import handle_store
 from ._dimse.store_plan import StoreSource, send_all
+from .dicomweb import WebTransport
 from .errors import IncompleteRetrieve, NegotiationError, QueryError, StatusError
-from .nodes import Node, validate_ae_title
+from .nodes import AnyNode, Node, WebNode, validate_ae_title
 from .operation import Operation, as_list, last
 from .pooling import DEFAULT_POOL, PoolConfig
 from .query import LEVELS, UNIQUE_KEYS, Query, QueryLike, as_identifier, sop_class
@@ -93,6 +94,7 @@ class Client:
             buffer=buffer,
             pool=self.pool_config,
         )
+        self._web = WebTransport(self.timeouts, buffer=buffer)
 
     async def __aenter__(self) -> Client:
         return self
@@ -103,9 +105,13 @@ class Client:
     async def aclose(self) -> None:
         """Release idle pooled associations; abort any still in use (normally none).
 
-        Afterwards no thread or socket of this client is left.
+        Afterwards no thread or socket of this client is left (DICOMweb
+        connections included).
         """
-        await self._connector.aclose()
+        try:
+            await self._connector.aclose()
+        finally:
+            await self._web.aclose()
 
     def idle_associations(self, node: Node | None = None) -> int:
         """How many idle associations the pool keeps (to ``node``, or in all)."""
@@ -113,12 +119,18 @@ class Client:
 
     # ------------------------------------------------------------------ C-ECHO
 
-    async def echo(self, node: Node, *, timeouts: Timeouts | None = None) -> float:
+    async def echo(self, node: AnyNode, *, timeouts: Timeouts | None = None) -> float:
         """Verify ``node`` with C-ECHO; return the round-trip time in seconds.
 
+        A :class:`WebNode` is verified with a QIDO-RS search for one study
+        (DICOMweb has no echo); ``timeouts`` apply as for a find.
+
         Raises:
-            ConnectError, AssociationRejected, DicomTimeout, StatusError: as fits.
+            ConnectError, AssociationRejected, DicomTimeout, StatusError: as fits;
+            AuthError, HttpError: a DICOMweb node refused the request.
         """
+        if isinstance(node, WebNode):
+            return await self._web.echo(node, timeouts)
         return await self._connector.run(
             node, _cx.query_contexts(), lambda a: a.echo(), timeouts=timeouts
         )
@@ -126,21 +138,33 @@ class Client:
     # ------------------------------------------------------------------ C-FIND
 
     def find(
-        self, node: Node, query: QueryLike, *, model: str | None = None
+        self, node: AnyNode, query: QueryLike, *, model: str | None = None, fuzzy: bool = False
     ) -> Operation[Dataset, list[Dataset]]:
-        """Search ``node`` with C-FIND.
+        """Search ``node`` with C-FIND (QIDO-RS on a :class:`WebNode`).
 
         Iterate for identifiers as the pending responses arrive, or await for
         a list of all of them.  ``query`` is a :class:`Query` or a raw
         identifier Dataset (with QueryRetrieveLevel); ``model`` is
         ``"PATIENT_ROOT"`` or ``"STUDY_ROOT"`` (default: the query's own).
 
+        On a :class:`WebNode` every matching type has its QIDO-RS parameter,
+        results are paged transparently, and ``fuzzy=True`` asks for fuzzy
+        person-name matching (a QIDO-RS option only; see
+        :mod:`aiodicomnet.dicomweb.qido`).
+
         Raises:
-            QueryError: before anything is sent, for a malformed query.
+            QueryError: before anything is sent, for a malformed query (or
+                ``fuzzy`` asked of a DIMSE node).
             StatusError: the peer answered with a failure status.
             ProtocolError: a response could not be decoded (the results
                 yielded before it are not the whole answer).
         """
+        if isinstance(node, WebNode):
+            identifier, _ = as_identifier(query, model, service="find")  # checked before sending
+            web = self._web
+            return Operation(lambda: web.find(node, identifier, fuzzy=fuzzy), as_list)
+        if fuzzy:
+            raise QueryError("fuzzy matching is a QIDO-RS option: it needs a WebNode")
         identifier, model_name = as_identifier(query, model, service="find")
         return Operation(lambda: self._find(node, identifier, model_name), as_list)
 
@@ -158,7 +182,7 @@ class Client:
 
     async def store(
         self,
-        node: Node,
+        node: AnyNode,
         items: StoreSource,
         *,
         associations: int = 1,
@@ -176,6 +200,10 @@ class Client:
         docs/benchmarks.md for what it buys on a given machine).  A failure
         of one instance does not stop the others; check :attr:`StoreResult.ok`.
 
+        On a :class:`WebNode` the instances go by STOW-RS in streamed batches,
+        ``associations`` of them at once; each instance's outcome is read
+        from the response (stored, warning, or failed with its reason).
+
         Every instance ends in exactly one outcome.  A peer that accepts none
         of the proposed presentation contexts is reported per instance ("not
         sent", with the reason), not raised.
@@ -188,6 +216,10 @@ class Client:
                 StoreResult with one outcome for every instance: stored,
                 refused, sent without a response, or not sent.
         """
+        if isinstance(node, WebNode):
+            return await self._web.store(
+                node, items, concurrency=associations, on_progress=on_progress
+            )
         return await send_all(
             self._connector, node, items, associations=associations, on_progress=on_progress
         )
@@ -225,7 +257,7 @@ class Client:
 
     def retrieve(
         self,
-        node: Node,
+        node: AnyNode,
         query: QueryLike,
         *,
         via: StorageServer | str = "get",
@@ -248,12 +280,26 @@ class Client:
 
         ``via="get"``: C-GET on our own association (see :meth:`get`).
 
+        On a :class:`WebNode`, ``via`` is not used: WADO-RS brings the
+        instances in its responses, read part by part as they arrive into
+        ``storage`` (default: memory); a study's series are fetched several
+        at once (the node's ``concurrency``).  ``on_progress`` gets a
+        :class:`Progress` per instance; the count is checked against the
+        one QIDO-RS reported.
+
         Raises:
             StatusError: a final failure status (for example 0xA801, the peer
                 does not know the server's AE title).
             IncompleteRetrieve: the peer reports more completed sub-operations
                 than arrived for this request.
         """
+        if isinstance(node, WebNode):
+            identifier, _ = as_identifier(query, model, service="move")  # checked before sending
+            web = self._web
+            return Operation(
+                lambda: web.retrieve(node, identifier, storage or MemoryStorage(), on_progress),
+                as_list,
+            )
         if isinstance(via, str):
             if via != "get":
                 raise ValueError(f"via must be 'get' or a StorageServer, not {via!r}")
