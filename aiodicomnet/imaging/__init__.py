@@ -25,7 +25,7 @@ from .errors import MissingExtra
 
 if TYPE_CHECKING:
     from .load import load_volume
-    from .segmentation import Segment, segmentation
+    from .seg import Segment, segmentation
     from .surface import encapsulated_stl
     from .volume import SliceRef, Volume, load_volume_from, volume_from
 
@@ -42,8 +42,8 @@ __all__ = [
 
 _HOME = {
     "load_volume": "load",
-    "Segment": "segmentation",
-    "segmentation": "segmentation",
+    "Segment": "seg",
+    "segmentation": "seg",
     "encapsulated_stl": "surface",
     "SliceRef": "volume",
     "Volume": "volume",
