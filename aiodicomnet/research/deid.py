@@ -63,7 +63,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from .._dimse.bridge import run_in_thread
 from ..errors import BurnedInAnnotationRefused
-from ..storage import IncomingInstance, ReceivedInstance, Storage
+from ..storage import IncomingInstance, InvalidDataset, ReceivedInstance, Storage
 
 __all__ = [
     "BURNED_IN_RISK_MODALITIES",
@@ -75,6 +75,11 @@ __all__ = [
 ]
 
 BurnedInPolicy = Literal["refuse", "flag"]
+
+#: The C-STORE status of an instance refused by the burned-in policy (PS3.4 Table
+#: B.2-1 has no code for a policy; 0xC001 is what this library answers when the
+#: application declines an instance).
+_REFUSED = 0xC001
 
 #: Attributes the Basic profile removes (X) or empties (Z) that dicognito leaves as
 #: they are: free text that may name a person, and a few device and patient details.
@@ -405,7 +410,9 @@ class DeidentifyingStorage(Storage):
     nothing identifying is ever written: ``DeidentifyingStorage(deid,
     DiskStorage(root, layout))`` lays the files out by their *new* values.
     An instance refused by the burned-in policy is answered ``0xC001`` (and
-    its original SOP Instance UID kept in :attr:`refused`).
+    its original SOP Instance UID kept in :attr:`refused`); its
+    :meth:`store` raises :class:`~aiodicomnet.storage.InvalidDataset` caused
+    by :class:`~aiodicomnet.errors.BurnedInAnnotationRefused`.
     """
 
     def __init__(self, deidentifier: Deidentifier, inner: Storage) -> None:
@@ -432,7 +439,8 @@ class DeidentifyingStorage(Storage):
         except BurnedInAnnotationRefused as exc:
             with self._lock:
                 self.refused[str(incoming.sop_instance_uid)] = exc.reason
-            raise
+            # a refusal by policy, answered and logged as such (not as a crash)
+            raise InvalidDataset(str(exc), status=_REFUSED) from exc
         return self.inner.store(clean)
 
     def discard(self, instance: ReceivedInstance) -> None:
