@@ -7,7 +7,10 @@ Orthanc with the same results.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -304,3 +307,62 @@ async def test_same_code_over_dimse_and_dicomweb(web_orthanc: WebOrthanc, no_lea
     assert studies[0][2] == "Müller^Jürgen"
     assert patients == ["PAT003"] * 3
     assert stored == (True, 3)
+
+
+# -- Orthanc's registered users ---------------------------------------------------------
+
+USER, PASSWORD = "alice", "s3cret-é"
+
+
+class AuthOrthanc(OrthancServer):
+    """Orthanc with HTTP basic authentication on (its registered users)."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(
+            workdir,
+            dicomweb=True,
+            config={"AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD}},
+        )
+
+    def _wait_for_rest(self, deadline: float) -> None:
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode("ascii")
+        while True:
+            conn = http.client.HTTPConnection(self.host, self.http_port, timeout=5)
+            try:
+                conn.request("GET", "/system", headers={"Authorization": f"Basic {token}"})
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"Orthanc with authentication not answering on {self.http_url}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def auth_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthOrthanc]:
+    with AuthOrthanc(tmp_path_factory.mktemp("orthanc-auth")) as server:
+        yield server
+
+
+async def test_registered_users(auth_orthanc: AuthOrthanc, no_leaks: Any) -> None:
+    url = f"{auth_orthanc.http_url}/dicom-web"
+    node = adn.Node.web(url, auth=(USER, PASSWORD))
+    series = make_series(2, patient_id="AUTH001", rows=4, columns=4)
+    async with adn.Client("ADNTEST") as client:
+        assert await client.echo(node) > 0
+        assert (await client.store(node, series)).ok
+        found = await client.find(node, Query.image(PatientID="AUTH001"))
+        got = await client.retrieve(
+            node, Query.series(SeriesInstanceUID=series[0].SeriesInstanceUID)
+        )
+        for wrong in (adn.Node.web(url, auth=(USER, "wrong")), adn.Node.web(url)):
+            with pytest.raises(adn.AuthError) as info:
+                await client.find(wrong, Query.study(PatientID="AUTH001"))
+            assert info.value.status_code == 401
+            with pytest.raises(adn.AuthError):
+                await client.store(wrong, series)
+    assert {str(ds.SOPInstanceUID) for ds in found} == {ds.SOPInstanceUID for ds in series}
+    assert {i.sop_instance_uid for i in got} == {ds.SOPInstanceUID for ds in series}

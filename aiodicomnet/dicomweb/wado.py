@@ -195,7 +195,8 @@ async def retrieve(
     def report(done: bool) -> None:
         if on_progress is None:
             return
-        status = _status.SUCCESS if not failed else 0xB000
+        complete = not failed and received >= expected
+        status = _status.SUCCESS if complete else 0xB000  # B000: some did not come
         on_progress(
             Progress(
                 remaining=max(expected - received - len(failed), 0),
