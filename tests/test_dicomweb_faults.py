@@ -7,6 +7,8 @@ loses nothing that arrived, and leaves no socket or thread behind.
 from __future__ import annotations
 
 import base64
+import contextlib
+import email.parser
 from typing import Any
 
 import anyio
@@ -349,10 +351,9 @@ async def test_cancelling_a_retrieve_closes_the_stream(no_leaks: Any) -> None:
         if not await _qido_then(request, stream):
             await chunked_start(stream, MULTIPART)
             await stream.send(chunk(ONE_AND_A_HALF))
-            try:
-                await stream.receive()  # returns when the client closes the connection
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
+            # receive() returns (or raises) when the client closes the connection.
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                await stream.receive()
             closed.set()
 
     async with http_peer(handler) as peer, adn.Client(timeouts=FAST) as client:
@@ -405,8 +406,6 @@ async def test_store_reads_each_outcome_and_sends_valid_multipart(no_leaks: Any)
     assert content_type.startswith('multipart/related; type="application/dicom"; boundary=')
     assert int(request.headers["content-length"]) == len(request.body)
     # The body reads back, with the multipart parser of the standard library, as the files.
-    import email.parser
-
     message = email.parser.BytesParser().parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + request.body
     )

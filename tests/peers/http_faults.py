@@ -15,6 +15,7 @@ Use::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -117,10 +118,9 @@ async def http_peer(handler: Handler) -> AsyncIterator[HttpPeer]:
             if request is None:
                 return
             peer.requests.append(request)
-            try:
+            # The client may go away first.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await handler(request, stream)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass  # the client went away first
 
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, serve)
