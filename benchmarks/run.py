@@ -38,6 +38,7 @@ BENCHMARKS = {
     "receive": "benchmarks.receive:run",
     "rss": "benchmarks.receive:run_rss",
     "retrieve": "benchmarks.retrieve:run",
+    "volume": "benchmarks.volume:run",
 }
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.md"

@@ -13,6 +13,7 @@ It is CPU work: call it from a worker thread, or ``await``
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,27 @@ class Volume:
             f"<Volume {z}x{y}x{x} {self.voxels.dtype} spacing={_mm(self.spacing)} "
             f"origin={_mm(self.origin)} series={self.series_instance_uid}>"
         )
+
+
+def allocate(shape: tuple[int, int, int], dtype: np.dtype[Any]) -> np.ndarray:
+    """An uninitialised array for the voxels, its memory mapped in at once where it can be.
+
+    Every page of a new volume is written once, and on Linux the first
+    write to each page is a page fault: for 500 slices of 512x512 int32
+    (500 MiB), faulting the pages one by one as slices are decoded took
+    ~0.9 s on the 2-core benchmark machine, asking the kernel to populate
+    the whole mapping up front (``MAP_POPULATE``) ~0.25 s. Elsewhere, or
+    if the mapping fails, a plain ``numpy.empty``.
+    """
+    count = int(np.prod(shape)) * dtype.itemsize
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if populate is None or count == 0:
+        return np.empty(shape, dtype=dtype)
+    try:
+        mapped = mmap.mmap(-1, count, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    except OSError:
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(mapped, dtype=dtype).reshape(shape)
 
 
 def _mm(values: Sequence[float]) -> str:
@@ -289,7 +311,7 @@ def volume_from(
     for f in frames:
         by_source.setdefault(f.source, []).append(f)
     rows, columns = frames[0].plane.rows, frames[0].plane.columns
-    voxels = np.empty((len(frames), rows, columns), dtype=out_type)
+    voxels = allocate((len(frames), rows, columns), out_type)
     for i, source in enumerate(sources):
         stored = decode_frames(source.dataset(), source.name)
         mine = by_source[i]
