@@ -139,7 +139,7 @@ def make_cohort(a: OrthancServer, b: OrthancServer, tag: str) -> Cohort:
 def two_orthancs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     """Two Orthanc servers of this module's own (the shared one is left alone)."""
     a = OrthancServer(tmp_path_factory.mktemp("cohort-a"), ae_title="COHORTA")
-    b = OrthancServer(tmp_path_factory.mktemp("cohort-b"), ae_title="COHORTB")
+    b = OrthancServer(tmp_path_factory.mktemp("cohort-b"), ae_title="COHORTB", dicomweb=True)
     with a, b:
         yield a, b
 
@@ -374,6 +374,26 @@ def test_mapping_table_inside_the_output_is_refused(tmp_path: Path) -> None:
             output=tmp_path / "out",
             deid=DeidSettings(key=KEY, mapping=tmp_path / "out" / "map.sqlite"),
         )
+
+
+async def test_a_dicomweb_node_through_the_same_job(
+    two_orthancs: tuple[Any, Any], tmp_path: Path
+) -> None:
+    from aiodicomnet import Node
+
+    a, b = two_orthancs
+    cohort = make_cohort(a, b, "WEB")
+    web = Node.web(f"{b.http_url}/dicom-web", name="cohort-web")
+    rows = read_cohort(
+        write_list(tmp_path / "c.csv", cohort.rows[9:12])
+    )  # studies 9 (a), 10, 11 (b)
+    settings = CohortSettings(output=tmp_path / "out", deid=DeidSettings(key=KEY), backoff=0.01)
+    reports = await run_cohort(rows, [a.node, web], settings)  # QIDO-RS and WADO-RS on b
+    assert [(r.status, r.instances) for r in reports] == [("done", 4)] * 3
+    secrets_ = cohort.identifying
+    for path in dicom_files(settings.output):
+        assert not [v for v in secrets_ if v in path.read_bytes()]
+    assert {s.node for s in JobState(settings.output).studies()} == {str(a.node), str(web)}
 
 
 async def test_a_changed_list_is_refused_on_resume(

@@ -63,7 +63,7 @@ from ..errors import (
     StorageError,
 )
 from ..fanout import find_all
-from ..nodes import Node
+from ..nodes import AnyNode
 from ..query import DateRange, Query, Wildcard
 from ..server import StorageServer
 from ..storage import DiskStorage, IncomingInstance, ReceivedInstance
@@ -319,7 +319,7 @@ class StudyTask:
 
     key: str
     line: int
-    node: Node
+    node: AnyNode
     study_uid: str
     series_uids: tuple[str, ...] | None = None
 
@@ -349,7 +349,7 @@ def _transient(exc: BaseException) -> bool:
 
 
 async def _find_row(
-    client: Client, nodes: Sequence[Node], row: CohortRow, settings: CohortSettings
+    client: Client, nodes: Sequence[AnyNode], row: CohortRow, settings: CohortSettings
 ) -> list[StudyTask]:
     async def find() -> list[StudyTask]:
         result = await find_all(client, nodes, row.study_query())
@@ -418,7 +418,7 @@ def _sha256(path: Path) -> str:
 
 
 async def plan_cohort(
-    client: Client, rows: Sequence[CohortRow], nodes: Sequence[Node], settings: CohortSettings
+    client: Client, rows: Sequence[CohortRow], nodes: Sequence[AnyNode], settings: CohortSettings
 ) -> list[StudyTask]:
     """Record the rows, find their studies, return those still to retrieve.
 
@@ -553,7 +553,7 @@ async def _attempt(
 
 async def _retrieve_one(
     client: Client,
-    node: Node,
+    node: AnyNode,
     query: Query,
     settings: CohortSettings,
     storage: DeidentifyingStorage,
@@ -644,7 +644,7 @@ def _commit(
 
 async def run_cohort(
     cohort: str | os.PathLike[str] | Sequence[CohortRow],
-    nodes: Sequence[Node],
+    nodes: Sequence[AnyNode],
     settings: CohortSettings,
     *,
     client: Client | None = None,

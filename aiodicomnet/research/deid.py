@@ -52,7 +52,6 @@ import pydicom
 from dicognito.anonymizer import Anonymizer
 from dicognito.datetimeanonymizer import DateTimeAnonymizer
 from dicognito.element_anonymizer import ElementAnonymizer
-from dicognito.unwantedelements import UnwantedElementsStripper
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filebase import DicomBytesIO
@@ -204,15 +203,32 @@ class _PerPatientDates(ElementAnonymizer):
         yield "Shift DA and DT elements (and the TM beside a DA) by a keyed per-patient offset"
 
 
+class _Removed(ElementAnonymizer):
+    """Delete the named elements (dicognito's own stripper compares tags one by one)."""
+
+    def __init__(self, keywords: Iterable[str]) -> None:
+        tags = (pydicom.datadict.tag_for_keyword(k) for k in keywords)
+        self.tags = frozenset(int(t) for t in tags if t is not None)
+
+    def __call__(self, dataset: Dataset, data_element: DataElement) -> bool:
+        if int(data_element.tag) in self.tags:
+            del dataset[data_element.tag]
+            return True
+        return False
+
+    def describe_actions(self) -> Iterator[str]:
+        yield "Remove the free text and details the Basic profile removes (REMOVED)"
+
+
 class _Kept(ElementAnonymizer):
     """Leave the named elements as they are (an explicit choice of the user)."""
 
     def __init__(self, keywords: Iterable[str]) -> None:
-        self.tags = {pydicom.datadict.tag_for_keyword(k) for k in keywords}
-        self.tags.discard(None)
+        tags = (pydicom.datadict.tag_for_keyword(k) for k in keywords)
+        self.tags = frozenset(int(t) for t in tags if t is not None)
 
     def __call__(self, dataset: Dataset, data_element: DataElement) -> bool:
-        return data_element.tag in self.tags
+        return int(data_element.tag) in self.tags
 
     def describe_actions(self) -> Iterator[str]:
         yield "Keep the elements named by the user"
@@ -272,7 +288,7 @@ class Deidentifier:
         self._dates = _PerPatientDates()
         removed = [k for k in REMOVED if k not in self.keep]
         # add_element_handler puts a handler first: the last added runs first.
-        self._anonymizer.add_element_handler(UnwantedElementsStripper(*removed))
+        self._anonymizer.add_element_handler(_Removed(removed))
         self._anonymizer.add_element_handler(self._dates)
         self._anonymizer.add_element_handler(_Kept(self.keep))
         self._lock = threading.Lock()

@@ -40,7 +40,7 @@ from typing import Any
 import anyio
 
 from ..client import Client
-from ..nodes import Node
+from ..nodes import AnyNode
 from .cohort import (
     CohortRow,
     CohortSettings,
@@ -56,9 +56,9 @@ from .manifest import RowReport
 __all__ = ["run_cohort_distributed", "study_task"]
 
 
-def semaphore_name(node: Node) -> str:
+def semaphore_name(node: AnyNode) -> str:
     """The name of a node's cluster-wide semaphore."""
-    return f"aiodicomnet-node-{node.ae_title}@{node.host}:{node.port}"
+    return f"aiodicomnet-node-{node}"
 
 
 def study_task(task: StudyTask, settings: CohortSettings) -> StudyOutcome:
@@ -79,7 +79,7 @@ def study_task(task: StudyTask, settings: CohortSettings) -> StudyOutcome:
 
 async def run_cohort_distributed(
     cohort: str | os.PathLike[str] | Sequence[CohortRow],
-    nodes: Sequence[Node],
+    nodes: Sequence[AnyNode],
     settings: CohortSettings,
     scheduler: str | Any,
     *,
