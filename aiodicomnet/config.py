@@ -14,6 +14,15 @@ What a desktop viewer calls its "DICOM server" and "DICOM nodes" settings::
     port = 4242
     description = "Radiology PACS"   # optional
 
+    [nodes.cloud]                    # a DICOMweb node: a url instead of ae_title/host/port
+    url = "https://pacs.example.org/dicom-web"
+    username = "alice"               # HTTP basic, with the password from ...
+    password_env = "PACS_PASSWORD"   # ... this environment variable (never the file)
+    # token_env = "PACS_TOKEN"       # or a bearer token from the environment
+    # verify = "/etc/ssl/hospital-ca.pem"   # a CA bundle, or false
+    # cert = "~/.config/aiodicomnet/client.pem"   # a client certificate
+    # concurrency = 4                # requests at once
+
 The file is ``config.toml`` in the user's configuration directory
 (``platformdirs.user_config_dir("aiodicomnet")``, for example
 ``~/.config/aiodicomnet/config.toml`` on Linux), or the file named by the
@@ -34,8 +43,14 @@ was expected::
 
     config = Config.load()
     config.add_node("pacs", "ORTHANC@pacs.example.org:4242", description="Radiology PACS")
+    config.add_node("cloud", "https://pacs.example.org/dicom-web", username="alice",
+                    password_env="PACS_PASSWORD")
     config.save()
     node = config.node("pacs")            # an aiodicomnet.Node, ready for a Client
+    web = config.node("cloud")            # an aiodicomnet.WebNode
+
+Secrets are never written to the file: a password or token is named by the
+environment variable that holds it, read when :meth:`Config.node` is called.
 """
 
 from __future__ import annotations
@@ -51,7 +66,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._files import atomic_write
-from .nodes import Node, validate_ae_title
+from .nodes import AnyNode, Node, WebNode, validate_ae_title
 
 __all__ = [
     "DEFAULT_AE_TITLE",
@@ -82,6 +97,16 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _LOCAL_KEYS = ("ae_title", "port", "host", "storage")
 _NODE_KEYS = ("ae_title", "host", "port", "description")
+_WEB_KEYS = (
+    "url",
+    "description",
+    "username",
+    "password_env",
+    "token_env",
+    "verify",
+    "cert",
+    "concurrency",
+)
 
 
 class ConfigError(ValueError):
@@ -203,31 +228,102 @@ class LocalAE:
 
 @dataclass
 class NodeEntry:
-    """A remote node as configured: name, AE title, host, port, description."""
+    """A remote node as configured: name, AE title, host, port, description.
+
+    A DICOMweb node has a ``url`` instead (AE title, host and port are then
+    empty), and optionally its credentials (``username`` with the password
+    in the environment variable ``password_env``, or a bearer token in
+    ``token_env``), a CA bundle or ``False`` as ``verify``, a client
+    certificate ``cert`` and a ``concurrency``.
+    """
 
     name: str
-    ae_title: str
-    host: str
-    port: int
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
     description: str | None = None
+    url: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    token_env: str | None = None
+    verify: bool | str = True
+    cert: str | None = None
+    concurrency: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
         base = f"nodes.{_toml_key(self.name)}"
+        if self.url is not None:
+            self._check_web(base)
+            return
         self.ae_title = _checked(None, f"{base}.ae_title", _check_ae, self.ae_title)
         _checked(None, f"{base}.host", _check_host, self.host)
         _checked(None, f"{base}.port", _check_port, self.port)
         if self.description is not None:
             _checked(None, f"{base}.description", _check_text, self.description)
 
+    def _check_web(self, base: str) -> None:
+        try:
+            WebNode(self.url or "", concurrency=self.concurrency or 4)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=f"{base}.url") from None
+        for key in ("username", "password_env", "token_env", "cert"):
+            value = getattr(self, key)
+            if value is not None:
+                _checked(None, f"{base}.{key}", _check_text, value)
+        if self.token_env is not None and self.username is not None:
+            raise ConfigError("give username (basic) or token_env (bearer), not both", key=base)
+        if self.password_env is not None and self.username is None:
+            raise ConfigError("password_env needs a username", key=f"{base}.password_env")
+
     @property
-    def node(self) -> Node:
-        """The :class:`~aiodicomnet.nodes.Node` to pass to a Client (named after the entry)."""
-        return Node(self.ae_title, self.host, self.port, self.name)
+    def is_web(self) -> bool:
+        """Whether this is a DICOMweb node (it has a ``url``)."""
+        return self.url is not None
+
+    @property
+    def node(self) -> AnyNode:
+        """The node to pass to a Client (named after the entry): a
+        :class:`~aiodicomnet.nodes.Node`, or a :class:`~aiodicomnet.nodes.WebNode`
+        with its credentials read from the environment now.
+
+        Raises:
+            ConfigError: an environment variable it names is not set.
+        """
+        if self.url is None:
+            return Node(self.ae_title, self.host, self.port, self.name)
+        auth: Any = None
+        if self.username is not None:
+            auth = (self.username, self._secret(self.password_env) if self.password_env else "")
+        elif self.token_env is not None:
+            auth = self._secret(self.token_env)
+        cert = str(Path(self.cert).expanduser()) if self.cert else None
+        verify = (
+            str(Path(self.verify).expanduser()) if isinstance(self.verify, str) else self.verify
+        )
+        return WebNode(
+            self.url,
+            auth=auth,
+            verify=verify,
+            cert=cert,
+            name=self.name,
+            concurrency=self.concurrency or 4,
+        )
+
+    def _secret(self, variable: str) -> str:
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigError(
+                f"environment variable {variable} (the node's secret) is not set",
+                key=f"nodes.{_toml_key(self.name)}",
+            )
+        return value
 
     @property
     def address(self) -> str:
-        """``AET@host:port``."""
+        """``AET@host:port``, or the URL of a DICOMweb node."""
+        if self.url is not None:
+            return self.url
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.ae_title}@{host}:{self.port}"
 
@@ -306,6 +402,9 @@ class Config:
             key = f"nodes.{_toml_key(name)}"
             _checked(path, key, check_name, name)
             values = _table(path, key, entry)
+            if "url" in values:
+                nodes[name] = _web_entry(path, key, name, values)
+                continue
             _unknown(path, key, values, _NODE_KEYS)
             for required in ("ae_title", "host", "port"):
                 if required not in values:
@@ -328,11 +427,13 @@ class Config:
 
     # -- nodes ---------------------------------------------------------------------
 
-    def node(self, name: str) -> Node:
-        """The configured node ``name`` as a :class:`~aiodicomnet.nodes.Node`.
+    def node(self, name: str) -> AnyNode:
+        """The configured node ``name`` as a :class:`~aiodicomnet.nodes.Node`
+        (or :class:`~aiodicomnet.nodes.WebNode`).
 
         Raises:
             UnknownNode: no node has that name.
+            ConfigError: a DICOMweb node's secret is not in the environment.
         """
         entry = self.nodes.get(name)
         if entry is None:
@@ -343,19 +444,36 @@ class Config:
     def add_node(
         self,
         name: str,
-        node: Node | str,
+        node: AnyNode | str,
         *,
         description: str | None = None,
         replace: bool = False,
+        **web: Any,
     ) -> NodeEntry:
         """Add (or with ``replace``, replace) the node ``name``; call :meth:`save` to keep it.
 
-        ``node`` is a :class:`~aiodicomnet.nodes.Node` or ``"AET@host:port"``.
+        ``node`` is a :class:`~aiodicomnet.nodes.Node`, ``"AET@host:port"``, or
+        the URL of a DICOMweb service (``"https://..."``); for the latter, ``web``
+        takes the options of :class:`NodeEntry` (``username``, ``password_env``,
+        ``token_env``, ``verify``, ``cert``, ``concurrency``).
 
         Raises:
             ConfigError: a bad name or address, or the name exists and not ``replace``.
         """
         check_name(name)
+        if isinstance(node, WebNode):
+            node = node.url
+        if isinstance(node, str) and node.startswith(("http://", "https://")):
+            if name in self.nodes and not replace:
+                raise ConfigError(f"a node named {name!r} exists already", key=f"nodes.{name}")
+            unknown = set(web) - set(_WEB_KEYS)
+            if unknown:
+                raise ConfigError(f"unknown DICOMweb option(s): {', '.join(sorted(unknown))}")
+            entry = NodeEntry(name, description=description, url=node, **web)
+            self.nodes[name] = entry
+            return entry
+        if web:
+            raise ConfigError(f"{', '.join(sorted(web))}: options of a DICOMweb node (a URL)")
         if isinstance(node, str):
             try:
                 node = Node.parse(node)
@@ -393,6 +511,9 @@ class Config:
             lines.append(f"storage = {_toml_string(str(local.storage))}")
         for name in sorted(self.nodes):
             entry = self.nodes[name]
+            if entry.url is not None:
+                lines += ["", f"[nodes.{_toml_key(name)}]", *_web_lines(entry)]
+                continue
             lines += [
                 "",
                 f"[nodes.{_toml_key(name)}]",
@@ -463,3 +584,46 @@ def _toml_string(text: str) -> str:
         else:
             out.append(char)
     return '"' + "".join(out) + '"'
+
+
+def _web_entry(path: Path | None, key: str, name: str, values: Mapping[str, Any]) -> NodeEntry:
+    """A DICOMweb node's table (it has ``url``)."""
+    _unknown(path, key, values, _WEB_KEYS)
+    checked: dict[str, Any] = {}
+    for option in ("url", "description", "username", "password_env", "token_env", "cert"):
+        if option in values:
+            checked[option] = _checked(path, f"{key}.{option}", _check_text, values[option])
+    if "verify" in values:
+        verify = values["verify"]
+        if not isinstance(verify, (bool, str)):
+            raise ConfigError(
+                f"expected true, false or a CA bundle path, got {_got(verify)}",
+                path=path,
+                key=f"{key}.verify",
+            )
+        checked["verify"] = verify
+    if "concurrency" in values:
+        value = values["concurrency"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+            raise ConfigError(
+                f"expected an integer 1-64, got {_got(value)}", path=path, key=f"{key}.concurrency"
+            )
+        checked["concurrency"] = value
+    try:
+        return NodeEntry(name, **checked)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=path, key=exc.key or key) from None
+
+
+def _web_lines(entry: NodeEntry) -> list[str]:
+    lines = [f"url = {_toml_string(entry.url or '')}"]
+    for option in ("description", "username", "password_env", "token_env", "cert"):
+        value = getattr(entry, option)
+        if value is not None:
+            lines.append(f"{option} = {_toml_string(value)}")
+    if entry.verify is not True:
+        verify = entry.verify
+        lines.append(f"verify = {_toml_string(verify) if isinstance(verify, str) else 'false'}")
+    if entry.concurrency is not None:
+        lines.append(f"concurrency = {int(entry.concurrency)}")
+    return lines

@@ -8,6 +8,9 @@ A recipe over :class:`~aiodicomnet.Client` (which does not know about it)::
         print(r.node, r.error or len(r.value))
     studies = found.merged()                           # de-duplicated by UID
 
+The nodes may be of both kinds at once: a :class:`~aiodicomnet.WebNode` is
+echoed and searched with QIDO-RS, a :class:`~aiodicomnet.Node` with C-ECHO
+and C-FIND, and their results merge alike.
 Each node gets its own task and its own timeout; a dead or slow node costs
 at most its timeout and never fails the others: its error is returned with
 its name, typed, next to the other nodes' results.
@@ -26,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydicom.dataset import Dataset
 
 from .errors import DicomError, DicomTimeout
-from .nodes import Node
+from .nodes import AnyNode as Node  # DIMSE and DICOMweb nodes mix freely
 from .query import UNIQUE_KEYS, QueryLike, as_identifier
 
 if TYPE_CHECKING:

@@ -366,3 +366,74 @@ async def test_registered_users(auth_orthanc: AuthOrthanc, no_leaks: Any) -> Non
                 await client.store(wrong, series)
     assert {str(ds.SOPInstanceUID) for ds in found} == {ds.SOPInstanceUID for ds in series}
     assert {i.sop_instance_uid for i in got} == {ds.SOPInstanceUID for ds in series}
+
+
+# -- many nodes, both kinds -------------------------------------------------------------
+
+
+async def test_fan_out_over_dimse_and_dicomweb(web_orthanc: WebOrthanc, no_leaks: Any) -> None:
+    from tests.peers.inprocess import closed_port
+
+    dead = adn.Node.web(f"http://127.0.0.1:{closed_port()}/dicom-web", name="dead")
+    nodes = [web_orthanc.dimse, web_orthanc.web, dead]
+    async with adn.Client("ADNTEST") as client:
+        echoes = await adn.echo_all(client, nodes, node_timeout=10)
+        found = await adn.find_all(client, nodes, Query.study(PatientID="PAT001"))
+    assert [r.ok for r in echoes] == [True, True, False]
+    assert isinstance(echoes.of(dead).error, adn.ConnectError)
+    merged = found.merged()
+    assert {m.key for m in merged} == web_orthanc.corpus.studies("PAT001")
+    for m in merged:
+        assert set(m.nodes) == {web_orthanc.dimse, web_orthanc.web}
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    from aiodicomnet.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_with_a_url(
+    web_orthanc: WebOrthanc,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    monkeypatch.setenv("AIODICOMNET_CONFIG", str(tmp_path / "config.toml"))
+    url = web_orthanc.web.url
+    corpus = web_orthanc.corpus
+    code, out, err = _cli(capsys, "find", url, "-k", "PatientID=PAT001", "--json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert {r["0020000D"]["Value"][0] for r in records} == corpus.studies("PAT001")
+
+    monkeypatch.setenv("CLI_PACS_PASSWORD", "unused-by-orthanc")
+    code, out, err = _cli(
+        capsys, "nodes", "add", "cloud", url, "--user", "bob", "--password-env", "CLI_PACS_PASSWORD"
+    )
+    assert code == 0, err
+    assert "[nodes.cloud]" in (tmp_path / "config.toml").read_text()
+    assert "unused-by-orthanc" not in (tmp_path / "config.toml").read_text()
+    code, out, err = _cli(capsys, "echo", "cloud")
+    assert code == 0 and "QIDO-RS" in out, err
+
+    study = sorted(corpus.studies("PAT002"))[0]
+    code, out, err = _cli(
+        capsys, "retrieve", "cloud", "-k", f"StudyInstanceUID={study}", "-o", tmp_path / "got"
+    )
+    assert code == 0, err
+    expected = {ds.SOPInstanceUID for ds in corpus.datasets if ds.StudyInstanceUID == study}
+    assert {p.stem for p in (tmp_path / "got").rglob("*.dcm")} == expected
+
+    new = make_series(2, patient_id="CLI001", rows=4, columns=4)
+    files = write_files(tmp_path / "send", new)
+    code, out, err = _cli(capsys, "store", url, *files)
+    assert code == 0, err
+    assert {ds.SOPInstanceUID for ds in new} <= web_orthanc.server.sop_instance_uids()

@@ -20,7 +20,7 @@ from ..client import Client
 from ..config import Config, ConfigError, NodeEntry
 from ..errors import DicomError, IncompleteRetrieve
 from ..fanout import echo_all
-from ..nodes import Node
+from ..nodes import AnyNode, Node, WebNode
 from ..query import LEVELS, UNIQUE_KEYS, Query, Single, UIDList
 from ..results import InstanceOutcome, Progress
 from ..server import StorageServer
@@ -77,7 +77,7 @@ class Context:
             return Timeouts()
         return Timeouts().with_(connect=seconds, acse=seconds, dimse=seconds)
 
-    def node(self, spec: str) -> Node:
+    def node(self, spec: str) -> AnyNode:
         return resolve_node(spec, self.config, getattr(self.args, "aec", None))
 
     def client(self) -> Client:
@@ -100,7 +100,7 @@ def _ms(seconds: float) -> str:
 # -- echo ------------------------------------------------------------------------------
 
 
-async def _echo_many(ctx: Context, specs: list[tuple[str, Node]]) -> int:
+async def _echo_many(ctx: Context, specs: list[tuple[str, AnyNode]]) -> int:
     """C-ECHO every node at once; one line (or JSON object) per node, in order."""
     async with ctx.client() as client:
         # Each node within its own timeouts (ctx.timeouts), not an overall one.
@@ -109,16 +109,21 @@ async def _echo_many(ctx: Context, specs: list[tuple[str, Node]]) -> int:
     code = 0
     for (name, node), result in zip(specs, results, strict=True):
         rtt, exc = result.value, result.error
-        record: dict[str, object] = {
-            "node": name,
-            "ae_title": node.ae_title,
-            "host": node.host,
-            "port": node.port,
-            "ok": exc is None,
-        }
+        record: dict[str, object] = (
+            {"node": name, "url": node.url, "ok": exc is None}
+            if isinstance(node, WebNode)
+            else {
+                "node": name,
+                "ae_title": node.ae_title,
+                "host": node.host,
+                "port": node.port,
+                "ok": exc is None,
+            }
+        )
         if exc is None and rtt is not None:
             record["rtt_ms"] = round(rtt * 1000, 3)
-            ctx.output.line(f"ok    {node}  C-ECHO in {_ms(rtt)}")
+            verb = "QIDO-RS" if isinstance(node, WebNode) else "C-ECHO"
+            ctx.output.line(f"ok    {node}  {verb} in {_ms(rtt)}")
         elif exc is not None:
             record["error"] = str(exc)
             record["exit_code"] = exit_code_for(exc)
@@ -187,7 +192,7 @@ def _is_direct(query: Query) -> bool:
     return set(query.keys) <= unique and isinstance(own, (Single, UIDList))
 
 
-async def _targets(ctx: Context, client: Client, node: Node, query: Query) -> list[Query]:
+async def _targets(ctx: Context, client: Client, node: AnyNode, query: Query) -> list[Query]:
     """The retrieve requests for a query: itself, or one per C-FIND match."""
     if _is_direct(query):
         return [query]
@@ -232,6 +237,10 @@ async def cmd_retrieve(ctx: Context) -> int:
     tally = _Tally()
     started = time.perf_counter()
     via = "C-MOVE" if args.move_to or args.via == "move" else "C-GET"
+    if isinstance(node, WebNode):
+        if args.move_to:
+            raise UsageError("--move-to: a DICOMweb node retrieves with WADO-RS only")
+        via = "WADO-RS"
     directory = ctx.directory(args.output)
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(ctx.client())
@@ -239,7 +248,7 @@ async def cmd_retrieve(ctx: Context) -> int:
         if not targets:
             out.line(f"nothing on {node} matches")
             return 0
-        bar = stack.enter_context(out.bar(f"{via} from {node.name or node.ae_title}"))
+        bar = stack.enter_context(out.bar(f"{via} from {_label(node)}"))
         final: Progress | None = None
         incomplete: list[IncompleteRetrieve] = []
 
@@ -270,7 +279,7 @@ async def cmd_retrieve(ctx: Context) -> int:
                 }
             )
 
-        if args.move_to:
+        if args.move_to and isinstance(node, Node):
             for target in targets:
                 final = None
                 async for progress in client.move(node, target, args.move_to):
@@ -279,7 +288,7 @@ async def cmd_retrieve(ctx: Context) -> int:
         else:
             storage = DiskStorage(directory)
             server: StorageServer | None = None
-            if via == "C-MOVE":
+            if via == "C-MOVE" and isinstance(node, Node):
                 port = args.port if args.port is not None else ctx.config.local.port
                 server = StorageServer(
                     ctx.ae_title,
@@ -299,6 +308,10 @@ async def cmd_retrieve(ctx: Context) -> int:
                 final = None
                 if server is not None:
                     operation = client.retrieve(node, target, via=server, on_progress=on_progress)
+                elif isinstance(node, WebNode):
+                    operation = client.retrieve(
+                        node, target, storage=storage, on_progress=on_progress
+                    )
                 else:
                     operation = client.get(node, target, storage=storage, on_progress=on_progress)
                 try:
@@ -372,7 +385,8 @@ async def cmd_store(ctx: Context) -> int:
     started = time.perf_counter()
 
     async with ctx.client() as client:
-        with out.bar(f"C-STORE to {node.name or node.ae_title}", total, sizes=False) as bar:
+        verb = "STOW-RS" if isinstance(node, WebNode) else "C-STORE"
+        with out.bar(f"{verb} to {_label(node)}", total, sizes=False) as bar:
 
             def on_progress(outcome: InstanceOutcome) -> None:
                 bar.update(advance=1)
@@ -433,7 +447,9 @@ async def cmd_serve(ctx: Context) -> int:
     try:
         if args.archive:
             destinations: dict[str, tuple[str, int]] = {
-                entry.ae_title: (entry.host, entry.port) for entry in config.nodes.values()
+                entry.ae_title: (entry.host, entry.port)
+                for entry in config.nodes.values()
+                if not entry.is_web
             }
             for text in args.dest or []:
                 try:
@@ -522,8 +538,15 @@ async def cmd_serve(ctx: Context) -> int:
 # -- nodes ------------------------------------------------------------------------------
 
 
+def _label(node: AnyNode) -> str:
+    """A short name for a progress bar."""
+    return node.name or (node.url if isinstance(node, WebNode) else node.ae_title)
+
+
 def _node_record(entry: NodeEntry) -> dict[str, object]:
     """A configured node as a JSON record."""
+    if entry.is_web:
+        return {"name": entry.name, "url": entry.url, "description": entry.description}
     return {
         "name": entry.name,
         "ae_title": entry.ae_title,
@@ -544,7 +567,12 @@ async def cmd_nodes(ctx: Context) -> int:
         out.table(
             f"{plural(len(entries), 'node')} in {config.path}",
             ["Name", "AE title", "Host", "Port", "Description"],
-            [[e.name, e.ae_title, e.host, str(e.port), e.description or ""] for e in entries],
+            [
+                [e.name, e.ae_title, e.host, str(e.port), e.description or ""]
+                if not e.is_web
+                else [e.name, "(DICOMweb)", e.url or "", "", e.description or ""]
+                for e in entries
+            ],
         )
         out.line(
             f"local AE: {local.ae_title} on {local.host}:{local.port}, "
@@ -552,11 +580,21 @@ async def cmd_nodes(ctx: Context) -> int:
         )
         return 0
     if action == "add":
+        web = {
+            key: value
+            for key in ("username", "password_env", "token_env", "cert", "concurrency")
+            if (value := getattr(ctx.args, key, None)) is not None
+        }
+        if getattr(ctx.args, "ca", None) is not None:
+            web["verify"] = ctx.args.ca
+        if getattr(ctx.args, "insecure", False):
+            web["verify"] = False
         entry = config.add_node(
             ctx.args.name,
             ctx.args.address,
             description=ctx.args.description,
             replace=ctx.args.force,
+            **web,
         )
         path = config.save()
         out.line(f"added {entry.name}: {entry.address} to {path}")

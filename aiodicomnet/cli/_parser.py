@@ -9,7 +9,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from .. import __version__
 from ..config import Config, UnknownNode
-from ..nodes import Node
+from ..nodes import AnyNode, Node, WebNode
 from ..query import LEVELS, Query
 from ._cohort import add_arguments as add_cohort_arguments
 
@@ -32,7 +32,8 @@ EXIT_CODES = (
 EPILOG = (
     "exit codes:\n"
     + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES)
-    + "\n\nnodes are names from the config file (aiodicomnet nodes list) or AET@host:port.\n"
+    + "\n\nnodes are names from the config file (aiodicomnet nodes list), AET@host:port,\n"
+    "or the URL of a DICOMweb service (https://host/dicom-web).\n"
     "config file: --config PATH, else $AIODICOMNET_CONFIG, else the user config directory."
 )
 
@@ -44,13 +45,20 @@ class UsageError(ValueError):
     """A command line that cannot be run as given (exit code 2)."""
 
 
-def resolve_node(spec: str, config: Config, called_ae: str | None = None) -> Node:
-    """A node from a configured name, ``AET@host:port``, or ``host:port`` with ``-aec``.
+def resolve_node(spec: str, config: Config, called_ae: str | None = None) -> AnyNode:
+    """A node from a configured name, ``AET@host:port``, ``host:port`` with ``-aec``,
+    or a DICOMweb URL (``http://`` or ``https://``).
 
     ``called_ae`` (``-aec``) replaces the node's AE title.
     """
+    node: AnyNode
     if spec in config.nodes:
         node = config.node(spec)
+    elif spec.startswith(("http://", "https://")):
+        try:
+            node = WebNode(spec)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     elif "@" in spec:
         try:
             node = Node.parse(spec)
@@ -67,6 +75,8 @@ def resolve_node(spec: str, config: Config, called_ae: str | None = None) -> Nod
             f"unknown node {spec!r}: not a name in {config.path} (known: {known}) nor AET@host:port"
         )
     if called_ae is not None:
+        if isinstance(node, WebNode):
+            raise UsageError("-aec: a DICOMweb node has no AE title")
         try:
             node = Node(called_ae, node.host, node.port, node.name)
         except ValueError as exc:
@@ -393,7 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     action("list", "list the configured nodes")
     add = action("add", "add a node")
     add.add_argument("name", metavar="NAME", help="a short name: letters, digits, _ . -")
-    add.add_argument("address", metavar="AET@HOST:PORT")
+    add.add_argument("address", metavar="AET@HOST:PORT|URL")
+    add.add_argument("--user", dest="username", metavar="NAME", help="DICOMweb: HTTP basic user")
+    add.add_argument(
+        "--password-env", metavar="VAR", help="DICOMweb: the variable holding the password"
+    )
+    add.add_argument(
+        "--token-env", metavar="VAR", help="DICOMweb: the variable holding a bearer token"
+    )
+    add.add_argument("--ca", metavar="PEM", help="DICOMweb: CA bundle to verify the server")
+    add.add_argument("--insecure", action="store_true", help="DICOMweb: no TLS verification")
+    add.add_argument("--cert", metavar="PEM", help="DICOMweb: client certificate (and key)")
+    add.add_argument("--concurrency", type=int, metavar="N", help="DICOMweb: requests at once")
     add.add_argument("-d", "--description", metavar="TEXT")
     add.add_argument("-f", "--force", action="store_true", help="replace a node of that name")
     remove = action("remove", "remove a node")
