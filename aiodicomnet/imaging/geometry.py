@@ -92,8 +92,8 @@ def stack(
             slice (Spacing Between Slices or Slice Thickness); 1 mm if None.
 
     Raises:
-        MixedSizes, MixedOrientation, DuplicateSlices, GantryTilt,
-        MissingSlices, InconsistentSpacing: see :mod:`aiodicomnet.imaging.errors`.
+        ImagingError: MixedSizes, MixedOrientation, DuplicateSlices, GantryTilt,
+            MissingSlices or InconsistentSpacing (see :mod:`aiodicomnet.imaging.errors`).
     """
     if not planes:
         raise ValueError("no slices")

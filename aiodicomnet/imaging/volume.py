@@ -279,9 +279,10 @@ def volume_from(
             (see :func:`~aiodicomnet.imaging.geometry.stack`).
 
     Raises:
-        NotAnImage, MixedSeries, MixedSizes, MixedOrientation, DuplicateSlices,
-        MissingSlices, InconsistentSpacing, GantryTilt, PixelDataError,
-        MissingExtra: each naming the instances involved.
+        ImagingError: the subclass naming the problem (NotAnImage, MixedSeries,
+            MixedSizes, MixedOrientation, DuplicateSlices, MissingSlices,
+            InconsistentSpacing, GantryTilt, PixelDataError, MissingExtra), its
+            message naming the instances involved.
     """
     sources = [as_source(item) for item in items]
     if not sources:
