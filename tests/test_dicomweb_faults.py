@@ -424,3 +424,22 @@ async def test_store_auth_error_keeps_every_outcome(no_leaks: Any) -> None:
     assert isinstance(partial, adn.StoreResult) and len(partial) == 3
     assert all(o.status is None for o in partial.outcomes)
     assert peer.requests[0].headers["authorization"] == "Bearer token"
+
+
+async def test_one_failing_series_of_a_study_fails_the_retrieve_typed(no_leaks: Any) -> None:
+    other = "1.2.826.0.1.3680043.10.1455.999"
+
+    async def handler(request: Request, stream: SocketStream) -> None:
+        if request.path.endswith("/series"):
+            both = series_json(STUDY_UID, SERIES_UID, 3) + series_json(STUDY_UID, other, 1)
+            await respond_json(stream, both)
+        elif request.path.endswith(other):
+            await respond(stream, 503, b"overloaded", "text/plain")
+        else:
+            await respond(stream, 200, multipart_body(PARTS), MULTIPART)
+
+    async with http_peer(handler) as peer, adn.Client(timeouts=FAST) as client:
+        with pytest.raises(adn.ServerError) as info:
+            await client.retrieve(adn.Node.web(peer.url), Query.study(StudyInstanceUID=STUDY_UID))
+    assert info.value.status_code == 503
+    assert len(peer.requests) == 3  # the search, then both series at once

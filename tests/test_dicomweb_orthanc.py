@@ -223,15 +223,22 @@ async def test_retrieve_patient(web_orthanc: WebOrthanc, no_leaks: Any) -> None:
     }
 
 
+@pytest.mark.parametrize("level", ["SERIES", "STUDY"])
 async def test_retrieve_left_early_closes_the_stream(
-    web_orthanc: WebOrthanc, no_leaks: Any
+    web_orthanc: WebOrthanc, level: str, no_leaks: Any
 ) -> None:
-    query = Query.series(SeriesInstanceUID=web_orthanc.big[0].SeriesInstanceUID)
+    # One request (a series), or several read at once (the series of a study).
+    first = web_orthanc.corpus.datasets[0] if level == "STUDY" else web_orthanc.big[0]
+    query = (
+        Query.study(StudyInstanceUID=first.StudyInstanceUID)
+        if level == "STUDY"
+        else Query.series(SeriesInstanceUID=first.SeriesInstanceUID)
+    )
     async with adn.Client("ADNTEST") as client:
         async with client.retrieve(web_orthanc.web, query) as instances:
             async for _ in instances:
                 break
-        # The connection is usable again at once: nothing was left half-read.
+        # The client goes on at once: nothing was left half-read or still running.
         assert await client.echo(web_orthanc.web) > 0
 
 

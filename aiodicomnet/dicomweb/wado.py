@@ -268,14 +268,25 @@ class _merged:
         self._gen = _drain(receive)
         return self._gen
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         if self._gen is not None:
             await self._gen.aclose()
-        if self._tg is not None:
-            if exc_info[0] is not None:
-                self._tg.cancel_scope.cancel()
-            return await self._tg.__aexit__(*exc_info)  # type: ignore[no-any-return]
-        return None
+        if self._tg is None:
+            return
+        error = exc_info[1]
+        if error is not None:  # left early, cancelled, or a fetch failed: stop the others
+            self._tg.cancel_scope.cancel()
+        try:
+            await self._tg.__aexit__(*exc_info)
+        except BaseException as raised:
+            if isinstance(error, GeneratorExit):
+                return  # the consumer left: what the cancelled fetches raised is moot
+            for leaf in _leaves(raised):
+                if isinstance(leaf, Exception):
+                    raise leaf from None  # a fetch's own error, not wrapped in a group
+            if error is not None:
+                return  # the original exception (a cancellation) goes on
+            raise
 
     async def _one(self) -> AsyncGenerator[Any, None]:
         for item in self._fetches:
@@ -285,6 +296,14 @@ class _merged:
                     yield got
             finally:
                 await gen.aclose()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
+    inner = getattr(exc, "exceptions", None)
+    if not isinstance(inner, tuple):
+        return [exc]
+    return [leaf for sub in inner for leaf in _leaves(sub)]
 
 
 async def _drain(receive: Any) -> AsyncGenerator[Any, None]:
