@@ -343,6 +343,39 @@ class Client:
             async for instance in instances:
                 yield instance
 
+    # ------------------------------------------------------------------ DICOMweb only
+
+    def metadata(self, node: WebNode, query: QueryLike) -> Operation[Dataset, list[Dataset]]:
+        """The metadata of every instance ``query`` names, without bulk data (WADO-RS).
+
+        Each Dataset holds an instance's attributes as DICOM JSON gave them;
+        pixel data and other bulk data are left out, their URIs in the
+        dataset's ``bulk_data_uris``.  A DICOMweb service only (over DIMSE, a
+        C-FIND at IMAGE level returns what the peer chooses).
+
+        Raises:
+            QueryError: ``query`` names no study, series or instance.
+        """
+        identifier, _ = as_identifier(query, service="move")
+        web = self._web
+        return Operation(lambda: web.metadata(_web_only(node, "metadata"), identifier), as_list)
+
+    async def thumbnail(
+        self, node: WebNode, query: QueryLike, *, size: int = 128, media_type: str = "image/jpeg"
+    ) -> bytes:
+        """A rendered preview image of what ``query`` names, for a browser's list (WADO-RS).
+
+        The named instance, else the middle instance of the first series,
+        rendered by the server as ``media_type`` within ``size`` x ``size``
+        pixels.  A DICOMweb service only.
+
+        Raises:
+            NotFound: nothing to render.
+        """
+        identifier, _ = as_identifier(query, service="move")
+        node = _web_only(node, "thumbnail")
+        return await self._web.thumbnail(node, identifier, size=size, media_type=media_type)
+
     # ------------------------------------------------------------------ C-GET
 
     def get(
@@ -443,6 +476,12 @@ class Client:
 
         await self._connector.run(node, _cx.query_contexts(), walk)
         return classes
+
+
+def _web_only(node: AnyNode, service: str) -> WebNode:
+    if not isinstance(node, WebNode):
+        raise TypeError(f"{service} is a DICOMweb service: it needs a WebNode, not {node}")
+    return node
 
 
 async def _received(

@@ -444,3 +444,23 @@ def test_cli_with_a_url(
     code, out, err = _cli(capsys, "store", url, *files)
     assert code == 0, err
     assert {ds.SOPInstanceUID for ds in new} <= web_orthanc.server.sop_instance_uids()
+
+
+async def test_metadata_and_thumbnail(web_orthanc: WebOrthanc, no_leaks: Any) -> None:
+    big = web_orthanc.big
+    series = Query.series(SeriesInstanceUID=big[0].SeriesInstanceUID)
+    async with adn.Client("ADNTEST") as client:
+        meta = await client.metadata(web_orthanc.web, series)
+        jpeg = await client.thumbnail(web_orthanc.web, series, size=64)
+        png = await client.thumbnail(
+            web_orthanc.web,
+            Query.image(SOPInstanceUID=big[3].SOPInstanceUID),
+            media_type="image/png",
+        )
+        with pytest.raises(TypeError, match="DICOMweb"):
+            await client.thumbnail(web_orthanc.dimse, series)  # type: ignore[arg-type]
+    assert {str(ds.SOPInstanceUID) for ds in meta} == {ds.SOPInstanceUID for ds in big}
+    assert all(int(ds.Rows) == 8 for ds in meta)
+    assert all("7FE00010" in ds.bulk_data_uris for ds in meta)  # pixel data by reference
+    assert jpeg[:2] == b"\xff\xd8"
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -89,6 +89,16 @@ class WebTransport:
         """WADO-RS (see :mod:`aiodicomnet.dicomweb.wado`)."""
         return wado.retrieve(self.session(node), query, storage, on_progress, buffer=self.buffer)
 
+    def metadata(self, node: WebNode, query: QueryLike) -> AsyncGenerator[Dataset, None]:
+        """WADO-RS ``/metadata`` (see :func:`aiodicomnet.dicomweb.wado.metadata`)."""
+        return wado.metadata(self.session(node), query)
+
+    async def thumbnail(
+        self, node: WebNode, query: QueryLike, *, size: int, media_type: str
+    ) -> bytes:
+        """A rendered preview (see :func:`aiodicomnet.dicomweb.wado.thumbnail`)."""
+        return await wado.thumbnail(self.session(node), query, size=size, media_type=media_type)
+
     async def store(
         self,
         node: WebNode,

@@ -29,15 +29,16 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 
 from .. import status as _status
 from .._dimse.bridge import run_in_thread
-from ..errors import IncompleteRetrieve, ProtocolError
+from ..errors import HttpError, IncompleteRetrieve, NotFound, ProtocolError
 from ..query import Query, QueryLike
 from ..results import Progress
 from ..storage import IncomingInstance, InvalidDataset, ReceivedInstance, Storage
 from . import qido
+from .dicom_json import datasets_from_json
 from .multipart import boundary_of, iter_parts
 from .session import Session
 
-__all__ = ["Fetch", "plan", "retrieve"]
+__all__ = ["Fetch", "metadata", "plan", "retrieve", "thumbnail"]
 
 ProgressCallback = Callable[[Progress], object]
 
@@ -310,3 +311,76 @@ async def _drain(receive: Any) -> AsyncGenerator[Any, None]:
     async with receive:
         async for item in receive:
             yield item
+
+
+async def metadata(session: Session, query: QueryLike) -> AsyncGenerator[Dataset, None]:
+    """The metadata (``/metadata``, DICOM JSON) of every instance ``query`` names.
+
+    Bulk data (pixel data first of all) are not sent: their BulkDataURI is in
+    each dataset's ``bulk_data_uris``.
+    """
+    node = session.node
+    for item in await plan(session, query):
+        url = f"{node.service_url('wado')}/{item.path()}/metadata"
+        response, body = await session.request(
+            "GET", url, headers={"Accept": "application/dicom+json"}
+        )
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/dicom+json", "application/json"):
+            raise ProtocolError(f"WADO-RS {url}: expected DICOM JSON, got {kind!r}", node=node)
+        try:
+            found = await run_in_thread(datasets_from_json, body, f"WADO-RS {url}")
+        except ProtocolError as exc:
+            exc.node = node
+            raise
+        for ds in found:
+            yield ds
+
+
+async def thumbnail(
+    session: Session, query: QueryLike, *, size: int = 128, media_type: str = "image/jpeg"
+) -> bytes:
+    """A rendered preview (JPEG or PNG) of what ``query`` names, at most ``size`` pixels.
+
+    Rendered from one instance: the one named, else the middle one of the
+    first series (as a viewer's series thumbnail does).  Uses ``/thumbnail``
+    where the server has it, else ``/rendered`` with a viewport.
+
+    Raises:
+        NotFound: the query names nothing.
+    """
+    node = session.node
+    q = qido.as_query(query)
+    if q.level == "IMAGE":
+        fetches = await plan(session, q)
+        chosen = fetches[0] if fetches else None
+    else:
+        series = await plan(session, q)
+        chosen = None
+        if series:
+            first = series[0]
+            instances = Query(
+                "IMAGE",
+                {"StudyInstanceUID": first.study, "SeriesInstanceUID": first.series},
+                defaults=False,
+            ).returning("SOPInstanceUID", "InstanceNumber")
+            found = [ds async for ds in qido.pages(session, qido.search_for(instances))]
+            found.sort(key=lambda ds: int(ds.get("InstanceNumber") or 0))
+            if found:
+                middle = found[len(found) // 2]
+                chosen = Fetch(first.study, first.series, _uids(middle, "SOPInstanceUID"), 1)
+    if chosen is None:
+        raise NotFound(404, node.url, f"nothing to render for {q!r}", node=node)
+    base = f"{node.service_url('wado')}/{chosen.path()}"
+    headers = {"Accept": media_type}
+    try:
+        _, body = await session.request(
+            "GET", f"{base}/thumbnail", params=[("viewport", f"{size},{size}")], headers=headers
+        )
+    except (NotFound, HttpError) as exc:
+        if exc.status_code not in (400, 404, 406, 501):
+            raise
+        _, body = await session.request(
+            "GET", f"{base}/rendered", params=[("viewport", f"{size},{size}")], headers=headers
+        )
+    return body
