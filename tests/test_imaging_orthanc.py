@@ -265,3 +265,74 @@ async def test_an_instance_that_cannot_be_kept(
             )
     assert info.value.service == "C-MOVE"
     assert info.value.category == "Failure"
+
+
+async def test_store_segmentation_and_surface_in_one_call(
+    on_orthanc: OrthancServer, no_leaks: Any
+) -> None:
+    from aiodicomnet.imaging import store_segmentation, store_surface
+
+    node = on_orthanc.node
+    async with adn.Client("ADNTEST") as client:
+        volume = await adn.load_volume(client, node, series_query(SeriesDescription=DESCRIPTION))
+        mask = volume.voxels > 300
+        seg, seg_result = await store_segmentation(client, node, volume, mask, "bone")
+        vertices, faces = voxel_surface(mask)
+        stl, stl_result = await store_surface(
+            client, node, volume, vertices, faces, coordinates="voxel"
+        )
+        assert seg_result.ok and stl_result.ok
+        found = await client.find(
+            node,
+            Query.image(
+                StudyInstanceUID=volume.study_instance_uid,
+                SOPInstanceUID=[seg.SOPInstanceUID, stl.SOPInstanceUID],
+            ).returning("SOPClassUID"),
+        )
+    assert {str(ds.SOPClassUID) for ds in found} == {
+        "1.2.840.10008.5.1.4.1.1.66.4",
+        "1.2.840.10008.5.1.4.1.1.104.3",
+    }
+
+
+def test_itk_example_against_orthanc(on_orthanc: OrthancServer) -> None:
+    """examples/itk_volume.py: query by patient, date and description; geometry printed."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "itk_volume.py"),
+            f"{on_orthanc.ae_title}@{on_orthanc.host}:{on_orthanc.dicom_port}",
+            "--patient-id",
+            PATIENT,
+            "--study-date",
+            "20240115",
+            "--series-description",
+            DESCRIPTION,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(12, 24, 20) (z, y, x) int16" in proc.stdout
+    assert "spacing     (2.5, 0.7, 0.8) mm" in proc.stdout
+    assert "SimpleITK   size (20, 24, 12)" in proc.stdout
+
+
+def test_itk_example_demo() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / "itk_volume.py"), "--demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(40, 64, 64) (z, y, x)" in proc.stdout

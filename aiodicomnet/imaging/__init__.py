@@ -13,7 +13,9 @@ extra to install.
 * :func:`segmentation`: a mask aligned with a volume as a DICOM
   Segmentation (binary or fractional, one or several :class:`Segment`);
 * :func:`encapsulated_stl`: a triangle mesh as an Encapsulated STL instance
-  in the volume's frame of reference.
+  in the volume's frame of reference;
+* :func:`store_segmentation` / :func:`store_surface`: either, built in a
+  worker thread and sent to a node with C-STORE.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .errors import MissingExtra
 if TYPE_CHECKING:
     from .load import load_volume
     from .seg import Segment, segmentation
+    from .send import store_segmentation, store_surface
     from .surface import encapsulated_stl
     from .volume import SliceRef, Volume, load_volume_from, volume_from
 
@@ -37,6 +40,8 @@ __all__ = [
     "load_volume",
     "load_volume_from",
     "segmentation",
+    "store_segmentation",
+    "store_surface",
     "volume_from",
 ]
 
@@ -45,6 +50,8 @@ _HOME = {
     "Segment": "seg",
     "segmentation": "seg",
     "encapsulated_stl": "surface",
+    "store_segmentation": "send",
+    "store_surface": "send",
     "SliceRef": "volume",
     "Volume": "volume",
     "load_volume_from": "volume",
