@@ -67,7 +67,7 @@ async def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
                 asynchronous=True,
                 dashboard_address=None,
             ) as cluster,
-            distributed.Client(cluster, asynchronous=True) as dask_client,
+            distributed.Client(cluster, asynchronous=True, set_as_default=False) as dask_client,
         ):
             state = JobState(settings.output)
 

@@ -101,7 +101,6 @@ async def run_cohort_distributed(
     tasks not yet finished; the state keeps what was committed.
     """
     from distributed import Client as DaskClient
-    from distributed import as_completed
 
     if settings.method != "get":
         raise ValueError("a distributed cohort job retrieves with C-GET (method='get')")
@@ -124,13 +123,19 @@ async def run_cohort_distributed(
                     dask.submit(study_task, task, settings, key=f"aiodicomnet-study-{task.key}")
                     for task in tasks
                 ]
+                finished = 0
+
+                async def one(future: Any) -> None:
+                    nonlocal finished
+                    outcome = await future
+                    finished += 1
+                    if on_study is not None:
+                        on_study(outcome, finished, len(tasks))
+
                 try:
-                    finished = 0
-                    async for future in as_completed(futures):  # type: ignore[no-untyped-call]
-                        outcome = await future
-                        finished += 1
-                        if on_study is not None:
-                            on_study(outcome, finished, len(tasks))
+                    async with anyio.create_task_group() as tg:
+                        for future in futures:
+                            tg.start_soon(one, future)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await dask.cancel(futures)
