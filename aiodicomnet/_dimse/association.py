@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from pydicom import dcmread
@@ -61,6 +61,7 @@ from .patches import (
     wake_negotiation,
 )
 from .transcode import for_contexts
+from .wire import FileToSend, read_file_to_send, send_c_store_file, write_stalled
 
 __all__ = ["Association", "StoreItem", "next_message_id", "not_sent"]
 
@@ -617,7 +618,8 @@ class Association:
 
     def _no_response(self, service: str) -> DicomError:
         """Explain an empty status: DIMSE timeout, abort, or lost connection."""
-        if self._dimse_timed_out and not self._abort_requested:
+        stalled = self._dimse_timed_out or write_stalled(self._assoc)
+        if stalled and not self._abort_requested:
             t = self.timeouts.dimse
             return DimseTimeout(
                 f"no {service} response within the DIMSE timeout ({t} s)",
@@ -785,7 +787,20 @@ class Association:
             box.close()
 
     def _store_one(self, item: StoreItem) -> InstanceOutcome:
-        """Send one instance and return its outcome; raise if the association is lost."""
+        """Send one instance and return its outcome; raise if the association is lost.
+
+        A file whose transfer syntax the peer accepted is sent as it is, its
+        bytes streamed from the file (:func:`.wire.send_c_store_file`); any
+        other item is decoded, converted if the peer needs it, and encoded once.
+        """
+        if isinstance(item, Path):
+            try:
+                held = read_file_to_send(item)
+            except ValueError as exc:
+                return not_sent(item, f"unreadable DICOM file: {exc}")
+            sent = self._store_file_as_is(held)
+            if sent is not None:
+                return sent
         ds: Dataset | None = None
         try:
             ds = dcmread(item) if isinstance(item, Path) else item
@@ -805,11 +820,33 @@ class Association:
             rsp = assoc.send_c_store(ds, msg_id=self._next_id())
         except (ValueError, AttributeError) as exc:
             return not_sent(item, str(exc), ds)
+        return self._stored(rsp, str(ds.SOPInstanceUID), str(ds.SOPClassUID), item)
+
+    def _store_file_as_is(self, held: FileToSend) -> InstanceOutcome | None:
+        """Send a file's bytes as they are if a context carries its syntax; else None."""
+        assoc = self._assoc
+        if assoc is None or not assoc.is_established:
+            raise self._store_lost(unanswered=False)
+        try:
+            context = assoc._get_valid_context(
+                held.sop_class_uid, held.transfer_syntax, "scu", allow_conversion=False
+            )
+        except ValueError:
+            return None  # converted (or refused) by the general path
+        self._request_sent()
+        context_id = cast(int, context.context_id)
+        rsp = send_c_store_file(assoc, held, context_id, self._next_id())
+        return self._stored(rsp, held.sop_instance_uid, held.sop_class_uid, held.path)
+
+    def _stored(
+        self, rsp: Dataset, sop_instance_uid: str, sop_class_uid: str, item: StoreItem
+    ) -> InstanceOutcome:
+        """The outcome of a C-STORE from its response; raise if none came."""
         if "Status" not in rsp:  # no response: pynetdicom has aborted, or the peer did
             raise self._store_lost(unanswered=True)
         return InstanceOutcome(
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            sop_class_uid=str(ds.SOPClassUID),
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=sop_class_uid,
             status=int(rsp.Status),
             source=item if isinstance(item, Path) else None,
         )

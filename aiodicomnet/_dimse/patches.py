@@ -87,6 +87,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from .reactors import EventedAssociation, make_event_driven
+from .wire import install_writer
 
 __all__ = [
     "CONN_OPEN_HANDLER",
@@ -355,9 +356,10 @@ class RequestorAE(AE):
     def _create_socket(
         self, assoc: Any, address: AddressInformation, tls_args: Any
     ) -> AssociationSocket:
-        lock_reactor(assoc)  # before its threads start
-        make_event_driven(assoc)
         sock = RequestorSocket(assoc, address)
+        install_writer(assoc, sock)  # before its threads start
+        lock_reactor(assoc)
+        make_event_driven(assoc)
         sock.tls_args = tls_args
         self.last_socket = sock
         return sock
@@ -377,6 +379,8 @@ def tune_association(assoc: Any, preread: bytes = b"") -> None:
         return
     bound_kill(assoc)
     make_event_driven(assoc)  # an accepted association (not started yet)
+    if sock.__class__.__name__ != "SSLSocket":
+        install_writer(assoc, assoc_sock)
     try:
         _tune_socket(sock)
         set_network_timeout(assoc, sock)
