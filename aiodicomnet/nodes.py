@@ -243,5 +243,6 @@ def _check_url(url: object, what: str) -> str:
     return url.strip().rstrip("/")
 
 
-#: Either kind of node: what the client's services accept.
 AnyNode = Node | WebNode
+"""Either kind of node, :class:`Node` (DIMSE) or :class:`WebNode` (DICOMweb):
+what the client's services and the fan-out recipes accept."""
