@@ -11,7 +11,11 @@ What a DICOM viewer such as InVesalius needs, in one window:
 * download of the selected patients, studies or series into the local
   archive (a retrieve by C-MOVE to our own Storage SCP), with a progress bar
   and Cancel;
-* sending files to the selected node (C-STORE).
+* sending files to the selected node (C-STORE);
+* a preview of the selected series: it is retrieved into memory (C-GET) as a
+  volume and its middle slice drawn; and "Save mask to PACS": the loaded
+  volume thresholded, sent to the node as a DICOM Segmentation (these two
+  need the ``imaging`` extra: ``pip install 'aiodicomnet[imaging]'``).
 
 All DICOM work runs on aiodicomnet's event loop in a background thread
 (:class:`aiodicomnet.gui.WxRunner`); results, progress and errors come back
@@ -37,8 +41,9 @@ from typing import Any
 
 import anyio
 import wx
+from pydicom.uid import generate_uid
 
-from aiodicomnet import Node
+from aiodicomnet import Node, imaging, load_volume
 from aiodicomnet.archive import Archive
 from aiodicomnet.client import Client
 from aiodicomnet.gui import Job, WxRunner
@@ -47,6 +52,7 @@ from aiodicomnet.results import InstanceOutcome, Progress
 from aiodicomnet.samples import make_corpus, make_series
 
 DEMO_AE = "DEMOPACS"
+PREVIEW_SIZE = 192
 MODALITIES = ["", "CT", "MR", "PT", "US", "CR", "DX", "MG", "NM", "XA", "SEG", "SR"]
 
 
@@ -126,6 +132,52 @@ async def send(
     return len(result.succeeded), len(result.failed)
 
 
+async def preview(client: Client, node: Node, study_uid: str, series_uid: str) -> Any:
+    """The series as a volume, retrieved into memory by C-GET (nothing on disk)."""
+    query = Query.series(StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid)
+    return await load_volume(client, node, query)
+
+
+async def save_mask(client: Client, node: Node, volume: Any, threshold: float) -> tuple[Any, Any]:
+    """Threshold ``volume`` and send the mask to ``node`` as a DICOM Segmentation."""
+    mask = volume.voxels > threshold
+    segment = imaging.Segment(
+        f"above {threshold:g}", algorithm=f"threshold {threshold:g}", colour=(241, 214, 145)
+    )
+    return await imaging.store_segmentation(
+        client, node, volume, mask, segment, series_description=f"mask > {threshold:g}"
+    )
+
+
+def _first(value: Any) -> float:
+    """The first value of a multi-valued DS (Window Center may have several)."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = value[0]
+    return float(value)
+
+
+def middle_slice(volume: Any) -> tuple[int, int, bytes]:
+    """(width, height, RGB bytes) of the volume's middle slice, windowed for display.
+
+    The window is the series' Window Center/Width when it has one, else the
+    1st to 99th percentile of the slice.
+    """
+    import numpy as np
+
+    plane = volume.voxels[volume.shape[0] // 2].astype(np.float64)
+    header = volume.headers[0]
+    centre, width = header.get("WindowCenter"), header.get("WindowWidth")
+    if centre is not None and width is not None:
+        centre, width = _first(centre), _first(width)
+        low, high = centre - width / 2, centre + width / 2
+    else:
+        low, high = (float(v) for v in np.percentile(plane, (1, 99)))
+    scaled = np.clip((plane - low) / max(high - low, 1e-6), 0, 1) * 255
+    grey = scaled.astype(np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    return grey.shape[1], grey.shape[0], rgb.tobytes()
+
+
 # -- the window ------------------------------------------------------------------------
 
 
@@ -159,6 +211,9 @@ class BrowserFrame(wx.Frame):
         self.search_job: Job[int] | None = None
         self.transfer_job: Job[Any] | None = None
         self.last_result: str = ""
+        self.volume: Any = None
+        self.volume_node: Node | None = None
+        self.image_job: Job[Any] | None = None
         self._patients: dict[str, Any] = {}
         self._studies: dict[str, Any] = {}
         self._build(ae_title, port)
@@ -270,6 +325,30 @@ class BrowserFrame(wx.Frame):
         right.Add(self.tree, 1, wx.EXPAND | wx.ALL, 4)
         right.Add(transfer, 0, wx.ALL, 4)
         right.Add(self.gauge, 0, wx.EXPAND | wx.ALL, 4)
+
+        preview_box = wx.StaticBoxSizer(wx.HORIZONTAL, panel, "Selected series")
+        self.preview_bitmap = wx.StaticBitmap(panel, size=(PREVIEW_SIZE, PREVIEW_SIZE))
+        preview_box.Add(self.preview_bitmap, 0, wx.ALL, 4)
+        preview_buttons = wx.BoxSizer(wx.VERTICAL)
+        preview_button = wx.Button(panel, label="Preview series")
+        preview_button.Bind(wx.EVT_BUTTON, self.on_preview)
+        self.threshold_field = wx.SpinCtrlDouble(
+            panel, min=-100000, max=100000, initial=300, inc=50
+        )
+        save_button = wx.Button(panel, label="Save mask to PACS")
+        save_button.Bind(wx.EVT_BUTTON, self.on_save_mask)
+        self.volume_label = wx.StaticText(panel, label="No series loaded")
+        preview_buttons.AddMany(
+            [
+                (preview_button, 0, wx.BOTTOM, 6),
+                (wx.StaticText(panel, label="Mask threshold"), 0),
+                (self.threshold_field, 0, wx.BOTTOM, 3),
+                (save_button, 0, wx.BOTTOM, 6),
+                (self.volume_label, 0),
+            ]
+        )
+        preview_box.Add(preview_buttons, 1, wx.ALL, 4)
+        right.Add(preview_box, 0, wx.EXPAND | wx.ALL, 4)
 
         main = wx.BoxSizer(wx.HORIZONTAL)
         main.Add(left, 2, wx.EXPAND)
@@ -604,6 +683,80 @@ class BrowserFrame(wx.Frame):
         if self.transfer_job is not None:
             self.transfer_job.cancel()  # a C-MOVE gets a C-CANCEL
 
+    # -- the selected series as an image ----------------------------------------------------------
+
+    def selected_series(self) -> dict[str, str] | None:
+        """The first selected SERIES item's data (StudyInstanceUID, SeriesInstanceUID)."""
+        for item in self.tree.GetSelections():
+            data = self.tree.GetItemData(item) or {}
+            if data.get("level") == "SERIES":
+                return dict(data)
+        return None
+
+    def on_preview(self, event: Any) -> None:
+        """Retrieve the selected series into memory as a volume; draw its middle slice."""
+        node = self.selected_node()
+        series = self.selected_series()
+        if node is None or series is None:
+            self.status("Select a node and a series")
+            return
+        if self.image_job is not None and not self.image_job.done:
+            self.status("A series is loading: wait for it")
+            return
+        self.status(f"Loading the series from {node.ae_title}...")
+        self.image_job = self.runner.submit(
+            preview,
+            self.client,
+            node,
+            series["StudyInstanceUID"],
+            series["SeriesInstanceUID"],
+            on_done=lambda volume: self.show_volume(volume, node),
+            on_error=lambda exc: self.status(f"Preview failed: {exc}"),
+            on_cancelled=lambda: self.status("Preview cancelled"),
+        )
+
+    def show_volume(self, volume: Any, node: Node) -> None:
+        """Keep the volume (for Save mask) and draw its middle slice (GUI thread)."""
+        self.volume, self.volume_node = volume, node
+        width, height, rgb = middle_slice(volume)
+        image = wx.Image(width, height, rgb)
+        scale = PREVIEW_SIZE / max(width, height)
+        image = image.Scale(max(int(width * scale), 1), max(int(height * scale), 1))
+        self.preview_bitmap.SetBitmap(wx.Bitmap(image))
+        z, y, x = volume.shape
+        self.volume_label.SetLabel(
+            f"{z} x {y} x {x}, spacing " + " x ".join(f"{v:.3g}" for v in volume.spacing) + " mm"
+        )
+        self.status(f"Loaded a volume of {z} slices; showing slice {z // 2 + 1}")
+
+    def on_save_mask(self, event: Any) -> None:
+        """Send the thresholded loaded volume as a DICOM SEG to the node it came from."""
+        if self.volume is None or self.volume_node is None:
+            self.status("Preview a series first")
+            return
+        if self.image_job is not None and not self.image_job.done:
+            self.status("Wait for the series to load")
+            return
+        threshold = self.threshold_field.GetValue()
+        node = self.volume_node
+        self.status(f"Saving the mask (> {threshold:g}) to {node.ae_title}...")
+        self.image_job = self.runner.submit(
+            save_mask,
+            self.client,
+            node,
+            self.volume,
+            threshold,
+            on_done=lambda result: self._mask_saved(result, node),
+            on_error=lambda exc: self.status(f"Saving the mask failed: {exc}"),
+        )
+
+    def _mask_saved(self, result: tuple[Any, Any], node: Node) -> None:
+        seg, stored = result
+        if stored.ok:
+            self.status(f"Saved the mask as SEG {seg.SOPInstanceUID} to {node.ae_title}")
+        else:
+            self.status(f"{node.ae_title} refused the mask: {stored.failed[0]}")
+
     # -- demo PACS and shutdown -------------------------------------------------------------------
 
     def start_demo(self) -> None:
@@ -622,6 +775,10 @@ class BrowserFrame(wx.Frame):
             rows=64,
             columns=64,
         )
+        # One frame of reference per series, as a scanner writes it (a SEG needs it).
+        frames: dict[str, str] = {}
+        for ds in datasets:
+            ds.FrameOfReferenceUID = frames.setdefault(ds.SeriesInstanceUID, generate_uid())
         demo = self.demo
         self.demo_job = self.runner.submit(
             serve_demo,
