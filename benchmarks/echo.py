@@ -3,7 +3,8 @@
 Per peer, on one association opened beforehand (5 warm-up echoes, not timed):
 
 * aiodicomnet: ``await Association.echo()``, timed on the event loop (so it
-  includes the hop to the owner thread and back);
+  includes the hop to the owner thread and back); and ``await client.echo()``,
+  the public API taking the pooled association each time;
 * raw pynetdicom: ``assoc.send_c_echo()`` in a plain loop (defaults, Nagle on);
 * against the Nagle-off peer also raw pynetdicom with ``TCP_NODELAY`` set;
 * DCMTK ``echoscu --repeat N`` as a reference: whole process time / N, so it
@@ -13,6 +14,9 @@ Peers: DCMTK storescp with ``TCP_NODELAY=1``, and a second one without it
 (Nagle on, as Debian's DCMTK ships): there a requestor that delays its ACKs
 waits ~40 ms per exchange; aiodicomnet re-arms ``TCP_QUICKACK`` after every
 receive.
+
+Also: the CPU one idle open association costs (process CPU time over 2 s with
+a pooled association open, minus the same before it was opened).
 """
 
 from __future__ import annotations
@@ -37,10 +41,15 @@ from .common import (
 
 #: aiodicomnet's median may exceed raw pynetdicom's by at most this (seconds).
 TARGET_EXTRA = 0.3e-3
+#: A pooled ``client.echo()`` (the public API on a kept-open association), median.
+TARGET_POOLED_MS = 1.0
+#: CPU an idle open association may cost, in percent of one core.
+TARGET_IDLE_CPU_PCT = 1.0
 
 OFF, ON = "Nagle off", "Nagle on"
 NAMES = {
     "adn": "aiodicomnet Association.echo()",
+    "client": "aiodicomnet client.echo() (pooled, public API)",
     "raw": "raw pynetdicom send_c_echo() (Nagle on)",
     "raw_nd": "raw pynetdicom send_c_echo() + TCP_NODELAY",
     "dcmtk": "DCMTK echoscu --repeat (whole process / N)",
@@ -89,6 +98,7 @@ def run(ws: Workspace, s: Settings) -> Section:
         n, nn = s.echo_count, s.echo_nagle_count
         contenders = [
             Contender(key("adn", OFF), lambda: worker("echo-adn", "nodelay", n)),
+            Contender(key("client", OFF), lambda: worker("echo-client", "nodelay", n)),
             Contender(key("raw", OFF), lambda: worker("echo-raw", "nodelay", n)),
             Contender(key("raw_nd", OFF), lambda: worker("echo-raw", "nodelay", n, nodelay=True)),
             Contender(key("dcmtk", OFF), lambda: echoscu("nodelay", n)),
@@ -96,6 +106,7 @@ def run(ws: Workspace, s: Settings) -> Section:
             Contender(key("raw", ON), lambda: worker("echo-raw", "nagle", nn)),
         ]
         results = interleave(section, s.rounds, contenders)
+        idle = [worker("idle-cpu", "nodelay", 0)["median"] for _ in range(max(1, s.rounds // 2))]
     finally:
         for proc, _ in peers.values():
             proc.stop()
@@ -131,6 +142,28 @@ def run(ws: Workspace, s: Settings) -> Section:
                 rounds=per_round,
             )
         )
+    pooled = [v * 1e3 for v in results[key("client", OFF)]["median"]]
+    section.checks.append(
+        Check(
+            "pooled client.echo() median (public API, kept-open association)",
+            median(pooled),
+            f"<= {TARGET_POOLED_MS:.1f} ms",
+            median(pooled) <= TARGET_POOLED_MS,
+            unit="ms",
+            rounds=pooled,
+        )
+    )
+    idle_pct = [v * 100 for v in idle]
+    section.checks.append(
+        Check(
+            "CPU of one idle open association (% of a core, over 2 s)",
+            median(idle_pct),
+            f"<= {TARGET_IDLE_CPU_PCT:.0f}%",
+            median(idle_pct) <= TARGET_IDLE_CPU_PCT,
+            unit="%",
+            rounds=idle_pct,
+        )
+    )
     ours = results[key("adn", OFF)]["median"]
     tuned = results[key("raw_nd", OFF)]["median"]
     diffs = [(a - b) * 1e3 for a, b in zip(ours, tuned, strict=True)]

@@ -199,6 +199,66 @@ def echo_adn(
     return asyncio.run(main())
 
 
+@worker("echo-client")
+def echo_client(
+    host: str, port: int, called: str, n: int, warmup: int = 5, dimse_timeout: float = 1.0
+) -> dict[str, Any]:
+    """``await client.echo(node)`` through the public API: each call takes the pooled
+    association and gives it back (the pool, the per-node limit and the owner-thread
+    hop all included), timed on the event loop."""
+    import asyncio
+
+    import aiodicomnet as adn
+
+    async def main() -> dict[str, Any]:
+        node = adn.Node(called, host, port)
+        samples: list[float] = []
+        lost = 0
+        timeouts = adn.Timeouts(dimse=dimse_timeout)
+        async with adn.Client("ADNSCU", timeouts=timeouts) as client:
+            for _ in range(warmup):
+                await client.echo(node)
+            while len(samples) < n and lost < 5:
+                t0 = time.perf_counter()
+                try:
+                    await client.echo(node)
+                except adn.DicomError as exc:
+                    lost += 1
+                    print(f"lost response: {exc!r}", file=sys.stderr, flush=True)
+                    continue
+                samples.append(time.perf_counter() - t0)
+        return {"samples": samples, "lost": lost}
+
+    return asyncio.run(main())
+
+
+@worker("idle-cpu")
+def idle_cpu(host: str, port: int, called: str, n: int = 0, seconds: float = 2.0) -> dict[str, Any]:
+    """CPU time of this process (fraction of one core) over ``seconds`` with one open,
+    idle pooled association, minus the same measured before it was opened."""
+    import asyncio
+
+    import aiodicomnet as adn
+
+    async def cpu_over(seconds: float) -> float:
+        c0 = time.process_time()
+        await asyncio.sleep(seconds)
+        return (time.process_time() - c0) / seconds
+
+    async def main() -> dict[str, Any]:
+        node = adn.Node(called, host, port)
+        pool = adn.PoolConfig(idle_timeout=seconds * 10)
+        async with adn.Client("ADNSCU", pool=pool) as client:
+            baseline = await cpu_over(seconds)
+            await client.echo(node)
+            assert client.idle_associations(node) == 1
+            idle = await cpu_over(seconds)
+            assert client.idle_associations(node) == 1
+        return {"samples": [max(0.0, idle - baseline)], "lost": 0}
+
+    return asyncio.run(main())
+
+
 @worker("echo-raw")
 def echo_raw(
     host: str,
