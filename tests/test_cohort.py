@@ -222,8 +222,8 @@ def test_cohort_killed_and_resumed(two_orthancs: tuple[Any, Any], tmp_path: Path
                     break
     finally:
         first.kill()
-        first.communicate(timeout=30)
-    assert first.returncode == -signal.SIGKILL, first.stderr
+        _, errors = first.communicate(timeout=30)
+    assert first.returncode == -signal.SIGKILL, errors.decode(errors="replace")
     committed = {s.key for s in JobState(output).studies() if s.status == "done"}
     assert 6 <= len(committed) < 20
 
@@ -394,6 +394,50 @@ async def test_a_dicomweb_node_through_the_same_job(
     for path in dicom_files(settings.output):
         assert not [v for v in secrets_ if v in path.read_bytes()]
     assert {s.node for s in JobState(settings.output).studies()} == {str(a.node), str(web)}
+
+
+async def test_c_move_to_our_storage_server(two_orthancs: tuple[Any, Any], tmp_path: Path) -> None:
+    from aiodicomnet import StorageServer
+
+    a, b = two_orthancs
+    cohort = make_cohort(a, b, "MOV")
+    rows = read_cohort(write_list(tmp_path / "c.csv", cohort.rows[4:7]))  # studies 4, 5, 6 on a
+    settings = CohortSettings(
+        output=tmp_path / "out", deid=DeidSettings(key=KEY), method="move", backoff=0.01
+    )
+    async with StorageServer("COHORTSCP") as scp:
+        a.add_modality("cohortscp", "COHORTSCP", "127.0.0.1", scp.port)
+        try:
+            reports = await run_cohort(rows, [a.node], settings, move_server=scp)
+        finally:
+            a.remove_modality("cohortscp")
+    # study 5's burned-in instance arrives (C-MOVE) and is withheld before it is written
+    assert [(r.status, r.instances, r.withheld) for r in reports] == [
+        ("done", 4, 0),
+        ("done", 4, 1),
+        ("done", 4, 0),
+    ]
+    secrets_ = cohort.identifying
+    files = dicom_files(settings.output)
+    assert len(files) == 12
+    for path in files:
+        assert not [v for v in secrets_ if v in path.read_bytes()]
+
+
+async def test_flag_policy_keeps_and_counts_burned_in_instances(
+    two_orthancs: tuple[Any, Any], tmp_path: Path
+) -> None:
+    a, b = two_orthancs
+    cohort = make_cohort(a, b, "FLG")
+    rows = read_cohort(write_list(tmp_path / "c.csv", cohort.rows[5:6]))  # study 5
+    settings = CohortSettings(
+        output=tmp_path / "out", deid=DeidSettings(key=KEY, burned_in="flag"), backoff=0.01
+    )
+    reports = await run_cohort(rows, [a.node], settings)
+    assert [(r.instances, r.withheld, r.flagged) for r in reports] == [(5, 0, 1)]
+    assert read_manifest(settings.output)[0]["flagged"] == "1"
+    removed = sorted(dcmread(p).PatientIdentityRemoved for p in dicom_files(settings.output))
+    assert removed == ["NO", "YES", "YES", "YES", "YES"]
 
 
 async def test_a_changed_list_is_refused_on_resume(

@@ -66,7 +66,7 @@ from ..fanout import find_all
 from ..nodes import AnyNode
 from ..query import DateRange, Query, Wildcard
 from ..server import StorageServer
-from ..storage import DiskStorage, IncomingInstance, ReceivedInstance
+from ..storage import DiskStorage, IncomingInstance, InvalidDataset, ReceivedInstance
 from .deid import BurnedInPolicy, Deidentifier, DeidentifyingStorage, MappingTable
 from .manifest import STATE_DIR, FileRecord, JobState, RowReport, write_manifest
 
@@ -543,8 +543,11 @@ async def _attempt(
                 client, task.node, query, settings, storage, move_server
             )
         withheld = len(storage.refused)
+        flagged = dict(storage.flagged)
         return await run_in_thread(
-            lambda: _commit(task, settings, state, staging, received, withheld, deidentifier),
+            lambda: _commit(
+                task, settings, state, staging, received, withheld, flagged, deidentifier
+            ),
             name="aiodicomnet-cohort-commit",
         )
     finally:
@@ -573,10 +576,11 @@ async def _retrieve_one(
             async with client.retrieve(node, query, via=move_server) as instances:
                 async for instance in instances:
                     try:
-                        await run_in_thread(storage.store, _incoming(instance))
+                        await run_in_thread(lambda i=instance: storage.store(_incoming(i)))
                         received += 1
-                    except BurnedInAnnotationRefused:
-                        pass
+                    except InvalidDataset as exc:
+                        if not isinstance(exc.__cause__, BurnedInAnnotationRefused):
+                            raise  # withheld by the policy (counted in storage.refused)
     except IncompleteRetrieve as exc:
         refused_now = len(storage.refused) - before
         missing = exc.expected - exc.received
@@ -608,12 +612,12 @@ def _commit(
     staging: Path,
     received: int,
     withheld: int,
+    flagged: dict[str, str],
     deidentifier: Deidentifier,
 ) -> StudyOutcome:
     files = sorted(p for p in staging.rglob("*.dcm") if not p.name.startswith("."))
     if len(files) != received:
         raise StorageError(f"{received} instances received but {len(files)} files written")
-    flagged = dict(deidentifier.flagged)
     pseudo_study = deidentifier.pseudonym_uid(task.study_uid)
     studies = sorted(p for p in staging.glob(f"*/{pseudo_study}") if p.is_dir())
     if len(studies) > 1:
@@ -633,7 +637,13 @@ def _commit(
         ]
 
     committed = state.commit(
-        task.key, staged, final, records, instances=received, withheld=withheld
+        task.key,
+        staged,
+        final,
+        records,
+        instances=received,
+        withheld=withheld,
+        flagged=len(flagged),
     )
     status = "done" if committed else "already done"
     return StudyOutcome(task.key, task.line, status, received, withheld, flagged=flagged)

@@ -436,6 +436,9 @@ class DeidentifyingStorage(Storage):
         self.inner = inner
         #: original SOP Instance UID -> reason, for instances refused here.
         self.refused: dict[str, str] = {}
+        #: original SOP Instance UID -> reason, for instances stored here but
+        #: flagged by the burned-in policy (``burned_in="flag"``).
+        self.flagged: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def bind(self) -> Storage:
@@ -445,6 +448,7 @@ class DeidentifyingStorage(Storage):
             return self
         bound = DeidentifyingStorage(self.deidentifier, inner)
         bound.refused = self.refused
+        bound.flagged = self.flagged
         bound._lock = self._lock
         return bound
 
@@ -457,6 +461,11 @@ class DeidentifyingStorage(Storage):
                 self.refused[str(incoming.sop_instance_uid)] = exc.reason
             # a refusal by policy, answered and logged as such (not as a crash)
             raise InvalidDataset(str(exc), status=_REFUSED) from exc
+        uid = str(incoming.sop_instance_uid)
+        reason = self.deidentifier.flagged.get(uid)
+        if reason is not None:
+            with self._lock:
+                self.flagged[uid] = reason
         return self.inner.store(clean)
 
     def discard(self, instance: ReceivedInstance) -> None:

@@ -46,6 +46,7 @@ _SCHEMA = (
     " key TEXT PRIMARY KEY, line INTEGER NOT NULL, node TEXT NOT NULL DEFAULT '',"
     " status TEXT NOT NULL, directory TEXT NOT NULL DEFAULT '',"
     " instances INTEGER NOT NULL DEFAULT 0, withheld INTEGER NOT NULL DEFAULT 0,"
+    " flagged INTEGER NOT NULL DEFAULT 0,"
     " files TEXT NOT NULL DEFAULT '[]', attempts INTEGER NOT NULL DEFAULT 0,"
     " retrievals INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '')",
     # which rows found which studies (a study named by two rows is fetched once)
@@ -74,6 +75,7 @@ class StudyRecord:
     directory: str
     instances: int
     withheld: int
+    flagged: int
     files: list[FileRecord]
     attempts: int
     retrievals: int
@@ -96,6 +98,7 @@ class RowReport:
     failed: int = 0
     instances: int = 0
     withheld: int = 0
+    flagged: int = 0
     detail: str = ""
     directories: list[str] = field(default_factory=list)
 
@@ -209,6 +212,7 @@ class JobState:
         *,
         instances: int,
         withheld: int,
+        flagged: int = 0,
     ) -> bool:
         """Move ``staged`` to ``final`` and mark the study done, at most once.
 
@@ -229,11 +233,12 @@ class JobState:
             records = files()
             db.execute(
                 "UPDATE studies SET status = 'done', directory = ?, instances = ?, withheld = ?,"
-                " files = ?, retrievals = retrievals + 1, detail = '' WHERE key = ?",
+                " flagged = ?, files = ?, retrievals = retrievals + 1, detail = '' WHERE key = ?",
                 (
                     final.relative_to(self.output).as_posix(),
                     instances,
                     withheld,
+                    flagged,
                     json.dumps([[f.path, f.size, f.sha256] for f in records]),
                     key,
                 ),
@@ -267,6 +272,7 @@ class JobState:
                 failed=len(failed),
                 instances=sum(s.instances for s in done),
                 withheld=sum(s.withheld for s in done),
+                flagged=sum(s.flagged for s in done),
                 detail=detail,
                 directories=sorted(s.directory for s in done),
             )
@@ -283,14 +289,14 @@ class JobState:
 
 
 _COLUMNS = (
-    "key, line, node, status, directory, instances, withheld, files, attempts, retrievals, detail"
+    "key, line, node, status, directory, instances, withheld, flagged, files, attempts,"
+    " retrievals, detail"
 )
 
 
 def _record(row: Sequence[object]) -> StudyRecord:
-    key, line, node, status, directory, instances, withheld, files, attempts, retrievals, detail = (
-        row
-    )
+    key, line, node, status, directory, instances, withheld, flagged, files, attempts = row[:10]
+    retrievals, detail = row[10:]
     return StudyRecord(
         key=str(key),
         line=int(str(line)),
@@ -299,6 +305,7 @@ def _record(row: Sequence[object]) -> StudyRecord:
         directory=str(directory),
         instances=int(str(instances)),
         withheld=int(str(withheld)),
+        flagged=int(str(flagged)),
         files=[FileRecord(str(p), int(s), str(h)) for p, s, h in json.loads(str(files))],
         attempts=int(str(attempts)),
         retrievals=int(str(retrievals)),
@@ -314,6 +321,7 @@ MANIFEST_COLUMNS = (
     "studies_failed",
     "instances",
     "withheld",
+    "flagged",
     "detail",
 )
 
@@ -338,6 +346,7 @@ def write_manifest(path: Path, reports: Sequence[RowReport]) -> None:
                 r.failed,
                 r.instances,
                 r.withheld,
+                r.flagged,
                 r.detail,
             ]
         )
