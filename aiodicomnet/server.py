@@ -84,8 +84,9 @@ __all__ = ["STORAGE_TRANSFER_SYNTAXES", "StorageServer", "Subscription"]
 LOGGER = logging.getLogger("aiodicomnet.server")
 
 #: Transfer syntaxes accepted for every storage SOP class, in order of
-#: preference (:data:`aiodicomnet.transfer_syntaxes.STORAGE`): uncompressed
-#: first, then every compressed syntax pydicom knows (stored as received).
+#: preference (:data:`aiodicomnet.transfer_syntaxes.STORAGE`): every
+#: compressed syntax pydicom knows first (a requestor proposing one holds
+#: data in it), then the uncompressed ones; stored as received.
 STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = _ts.STORAGE
 
 DEFAULT_MAX_PDU = 256 * 1024

@@ -1,9 +1,10 @@
 """Transfer syntax lists: written once, used by the client, the Storage SCP and the Archive.
 
 Native encodings carry pixel data as plain values; a decoded data set can be
-re-encoded in any of them (pynetdicom does it when a peer accepts another
-native syntax than the one a file is in). Compressed syntaxes are sent and
-stored as they are: never transcoded.
+re-encoded in any of them (:mod:`aiodicomnet._dimse.transcode` does it when a
+peer accepts another native syntax than the one a file is in). Compressed
+syntaxes are sent and stored as they are, decompressed only for a peer that
+accepts nothing else, and never compressed.
 """
 
 from __future__ import annotations
@@ -69,9 +70,13 @@ NOT_ACCEPTED: frozenset[str] = frozenset({"1.2.840.10008.1.2.4.205"})
 
 #: Accepted by our Storage SCPs for every storage SOP class, in order of
 #: preference when a requestor proposes several in one presentation context:
-#: :data:`NATIVE` first, then every compressed syntax pydicom knows (stored as
-#: received, never transcoded).
+#: every compressed syntax pydicom knows, then :data:`NATIVE`. A requestor
+#: that proposes a compressed syntax beside native ones holds data in it
+#: (DCMTK storescu does so for each compressed file) or was told to compress:
+#: accepting the native one would make it decompress, or fail when it cannot
+#: (storescu without its decoders). What arrives is stored as received.
+#: (DCMTK storescp ``+xa`` prefers compressed syntaxes too.)
 STORAGE: tuple[str, ...] = (
-    *NATIVE,
     *(ts for ts in AllTransferSyntaxes if ts not in NATIVE and ts not in NOT_ACCEPTED),
+    *NATIVE,
 )
