@@ -22,7 +22,7 @@ meaning.
     +-- IncompleteRetrieve      a retrieve did not bring everything (failed or missing)
     +-- TranscodeError          an instance cannot be converted to a transfer syntax the peer accepted
     +-- StorageError            a received instance could not be stored
-    |   +-- BurnedInAnnotationRefused  refused by a de-identification policy (pixels may name the patient)
+    |   +-- BurnedInAnnotationRefused  refused by a de-identification policy (burned-in text)
     +-- CohortInputError        a cohort list (CSV) row that cannot be turned into a query
     +-- ImagingError            instances that do not make an image, or an image that
                                 does not make DICOM (aiodicomnet.imaging.errors: one
