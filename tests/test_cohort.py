@@ -368,6 +368,28 @@ def test_bad_cohort_lists_are_refused_before_anything_is_sent(tmp_path: Path) ->
             read_cohort(path)
 
 
+def test_cli_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiodicomnet.cli import main
+
+    monkeypatch.setenv("AIODICOMNET_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.delenv("AIODICOMNET_DEID_KEY", raising=False)
+    listing = write_list(tmp_path / "c.csv", [{"AccessionNumber": "A1"}])
+    node = "PACS@127.0.0.1:104"
+    out = str(tmp_path / "out")
+    assert main(["cohort", str(listing), node, "-o", out]) == 2  # no key
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("PatientID,StudyDateFrom\nP1,20241345\n")
+    assert main(["cohort", str(bad), node, "-o", out, "--key-file", str(key)]) == 2
+    inside = ["--key-file", str(key), "--mapping", str(tmp_path / "out" / "m.sqlite")]
+    assert main(["cohort", str(listing), node, "-o", out, *inside]) == 2
+    assert main(["cohort", str(listing), node, "-o", out, "--key-file", str(tmp_path / "no")]) == 2
+    assert (
+        main(["cohort", str(tmp_path / "none.csv"), node, "-o", out, "--key-file", str(key)]) == 2
+    )
+
+
 def test_mapping_table_inside_the_output_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="inside the output"):
         CohortSettings(

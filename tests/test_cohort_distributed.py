@@ -106,3 +106,29 @@ async def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
     assert_deidentified(cohort, settings.output)
     assert [r.status for r in reports] == ["done"] * 20 + ["not found"]
     assert len(read_manifest(settings.output)) == 21
+
+
+def test_the_cli_on_a_scheduler(two_orthancs: tuple[Any, Any], tmp_path: Path) -> None:  # noqa: F811
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_cohort import ROOT
+
+    a, b = two_orthancs
+    cohort = make_cohort(a, b, "CLI")
+    listing = write_list(tmp_path / "cohort.csv", cohort.rows[8:12])  # studies 8, 9 (a), 10, 11 (b)
+    env = {**os.environ, "AIODICOMNET_DEID_KEY": KEY, "AIODICOMNET_CONFIG": str(tmp_path / "c")}
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        proc = subprocess.run(
+            [sys.executable, "-m", "aiodicomnet", "cohort", str(listing), str(a.node),
+             str(b.node), "-o", str(tmp_path / "out"), "--scheduler", cluster.scheduler_address,
+             "--json"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [e for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "row"]
+    assert [(r["status"], r["instances"]) for r in rows] == [("done", 4)] * 4
+    assert all(s.retrievals == 1 for s in JobState(tmp_path / "out").studies())

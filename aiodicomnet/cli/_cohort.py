@@ -117,6 +117,7 @@ async def cmd_cohort(ctx: Context) -> int:
         raise UsageError(
             f"cohort needs the research extra (pip install 'aiodicomnet[research]'): {exc}"
         ) from None
+    from ..errors import CohortInputError
     from ._commands import Partial
 
     args, out = ctx.args, ctx.output
@@ -124,6 +125,8 @@ async def cmd_cohort(ctx: Context) -> int:
     try:
         rows = await run_in_thread(_cohort.read_cohort, args.cohort)
     except OSError as exc:
+        raise UsageError(f"{args.cohort}: {exc}") from None
+    except CohortInputError as exc:
         raise UsageError(f"{args.cohort}: {exc}") from None
     try:
         settings = await run_in_thread(_settings, args, ctx.ae_title)
@@ -153,17 +156,20 @@ async def cmd_cohort(ctx: Context) -> int:
             if outcome.status == "failed":
                 out.note(f"  line {outcome.line}: a study failed: {outcome.detail}")
 
-        if args.scheduler:
-            from ..research.distributed import run_cohort_distributed
+        try:
+            if args.scheduler:
+                from ..research.distributed import run_cohort_distributed
 
-            reports = await run_cohort_distributed(
-                rows, nodes, settings, args.scheduler, on_study=study, on_planned=planned
-            )
-        else:
-            async with ctx.client() as client:
-                reports = await _cohort.run_cohort(
-                    rows, nodes, settings, client=client, on_study=study, on_planned=planned
+                reports = await run_cohort_distributed(
+                    rows, nodes, settings, args.scheduler, on_study=study, on_planned=planned
                 )
+            else:
+                async with ctx.client() as client:
+                    reports = await _cohort.run_cohort(
+                        rows, nodes, settings, client=client, on_study=study, on_planned=planned
+                    )
+        except CohortInputError as exc:  # the list changed since the job started
+            raise UsageError(f"{args.cohort}: {exc}") from None
 
     unfinished = [r for r in reports if r.status not in ("done", "not found")]
     for r in reports:
