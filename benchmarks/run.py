@@ -38,6 +38,7 @@ BENCHMARKS = {
     "receive": "benchmarks.receive:run",
     "rss": "benchmarks.receive:run_rss",
     "retrieve": "benchmarks.retrieve:run",
+    "dicomweb": "benchmarks.dicomweb:run",
     "volume": "benchmarks.volume:run",
 }
 

@@ -162,7 +162,8 @@ async def iter_parts(chunks: AsyncIterable[bytes], boundary: bytes) -> AsyncIter
             searched = max(0, len(buf) - len(inner) + 1)
             if not await more():
                 raise _truncated(count)
-        content = bytes(buf[:end])
+        with memoryview(buf) as view:
+            content = bytes(view[:end])  # one copy (a bytearray slice would make two)
         del buf[: end + len(inner)]
         count += 1
         yield Part(headers, content)

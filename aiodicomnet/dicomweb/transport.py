@@ -87,7 +87,9 @@ class WebTransport:
         on_progress: Callable[[Progress], object] | None,
     ) -> AsyncGenerator[ReceivedInstance, None]:
         """WADO-RS (see :mod:`aiodicomnet.dicomweb.wado`)."""
-        return wado.retrieve(self.session(node), query, storage, on_progress, buffer=self.buffer)
+        # Parts are whole instances: a few buffered, whatever the client's buffer.
+        buffer = min(self.buffer, 4)
+        return wado.retrieve(self.session(node), query, storage, on_progress, buffer=buffer)
 
     def metadata(self, node: WebNode, query: QueryLike) -> AsyncGenerator[Dataset, None]:
         """WADO-RS ``/metadata`` (see :func:`aiodicomnet.dicomweb.wado.metadata`)."""

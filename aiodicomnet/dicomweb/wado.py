@@ -15,12 +15,14 @@ checked against what QIDO-RS reported: fewer (or refused parts) raise
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom.dataset import Dataset
 
 # pydicom reads File Meta from a stream only through these two (its public
@@ -28,8 +30,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
 from .. import status as _status
-from .._dimse.bridge import run_in_thread
-from ..errors import HttpError, IncompleteRetrieve, NotFound, ProtocolError
+from .._dimse.bridge import OwnerThread, run_in_thread
+from ..errors import DicomError, HttpError, IncompleteRetrieve, NotFound, ProtocolError
 from ..query import Query, QueryLike
 from ..results import Progress
 from ..storage import IncomingInstance, InvalidDataset, ReceivedInstance, Storage
@@ -151,24 +153,38 @@ def _receive_in_thread(
         return _Failed(sop_instance, f"storage failed: {exc}")
 
 
-async def fetch(
-    session: Session, item: Fetch, storage: Storage
-) -> AsyncGenerator[ReceivedInstance | _Failed, None]:
-    """One WADO-RS request, its parts stored one by one as they arrive."""
+@dataclass
+class _Stopped:
+    """A fetch ended by an error: what the stream carries in place of more parts."""
+
+    error: DicomError
+
+
+async def _read_parts(session: Session, item: Fetch, out: MemoryObjectSendStream[Any]) -> None:
+    """One WADO-RS request: its parts (Part 10 bytes) sent on ``out`` as they arrive.
+
+    An error ends the fetch as a :class:`_Stopped` item after the parts read
+    before it, so that none of them is lost.
+    """
     node = session.node
     url = f"{node.service_url('wado')}/{item.path()}"
-    peer = (node.host, 0)
-    async with session.stream(
-        "GET", url, headers={"Accept": accept_header(node.transfer_syntax)}
-    ) as response:
-        boundary = boundary_of(response.headers.get("content-type", ""))
-        async for part in iter_parts(response.aiter_bytes(), boundary):
-            if part.content_type not in ("", _DICOM):
-                raise ProtocolError(
-                    f"WADO-RS {url}: a part of type {part.content_type!r}, not {_DICOM}",
-                    node=node,
-                )
-            yield await run_in_thread(_receive_in_thread, part.content, storage, peer)
+    async with out:
+        try:
+            async with session.stream(
+                "GET", url, headers={"Accept": accept_header(node.transfer_syntax)}
+            ) as response:
+                boundary = boundary_of(response.headers.get("content-type", ""))
+                async for part in iter_parts(response.aiter_bytes(), boundary):
+                    if part.content_type not in ("", _DICOM):
+                        raise ProtocolError(
+                            f"WADO-RS {url}: a part of type {part.content_type!r}, not {_DICOM}"
+                        )
+                    await out.send(part.content)
+        except DicomError as exc:
+            if exc.node is None:
+                exc.node = node
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await out.send(_Stopped(exc))
 
 
 async def retrieve(
@@ -177,9 +193,15 @@ async def retrieve(
     storage: Storage,
     on_progress: ProgressCallback | None = None,
     *,
-    buffer: int = 16,
+    buffer: int = 4,
 ) -> AsyncGenerator[ReceivedInstance, None]:
     """Retrieve what ``query`` names from the session's node (see the module documentation).
+
+    The responses are read by one task per request (a study's series up to
+    the node's ``concurrency`` at once) into a stream of at most ``buffer``
+    parts; each part is stored in one worker thread while the next ones are
+    read, and yielded once stored.  When a request fails, the parts that
+    arrived before are still stored and yielded, then the error is raised.
 
     Raises:
         IncompleteRetrieve: fewer instances arrived than QIDO-RS reported, or
@@ -192,6 +214,7 @@ async def retrieve(
     expected = sum(f.expected for f in fetches)
     received = 0
     failed: list[_Failed] = []
+    peer = (session.node.host, 0)
 
     def report(done: bool) -> None:
         if on_progress is None:
@@ -210,16 +233,27 @@ async def retrieve(
             )
         )
 
-    async with _merged(session, fetches, storage, buffer) as items:
-        async for item in items:
-            if isinstance(item, _Failed):
-                failed.append(item)
-            else:
+    error: DicomError | None = None
+    worker = OwnerThread("aiodicomnet-wado-store")
+    try:
+        async with _Readers(session, fetches, buffer) as parts:
+            async for part in parts:
+                if isinstance(part, _Stopped):
+                    error = error or part.error
+                    parts.stop()  # the other requests too; what is buffered is still stored
+                    continue
+                stored = await worker.run(_receive_in_thread, part, storage, peer)
+                if isinstance(stored, _Failed):
+                    failed.append(stored)
+                    report(False)
+                    continue
                 received += 1
                 report(False)
-                yield item
-                continue
-            report(False)
+                yield stored
+    finally:
+        await worker.stop()  # shielded
+    if error is not None:
+        raise error
     report(True)
     if failed or received < expected:
         raise IncompleteRetrieve(
@@ -232,71 +266,61 @@ async def retrieve(
         )
 
 
-class _merged:
-    """The items of several fetches as one stream: one fetch read directly, more
-    read at once (each holding one of the node's slots) into a bounded stream."""
+class _Readers:
+    """The parts of several WADO-RS requests as one bounded stream.
 
-    def __init__(
-        self, session: Session, fetches: list[Fetch], storage: Storage, buffer: int
-    ) -> None:
+    One task per request, each holding one of the node's slots while its
+    response is open; :meth:`stop` ends them (their buffered parts stay to be
+    read).  Leaving the block (early, by an error or a cancellation) cancels
+    them and closes their HTTP streams.
+    """
+
+    def __init__(self, session: Session, fetches: list[Fetch], buffer: int) -> None:
         self._session = session
         self._fetches = fetches
-        self._storage = storage
         self._buffer = buffer
         self._tg: Any = None
-        self._gen: AsyncGenerator[Any, None] | None = None
+        self._scopes: list[anyio.CancelScope] = []
+        self._receive: MemoryObjectReceiveStream[Any] | None = None
 
-    async def __aenter__(self) -> AsyncGenerator[Any, None]:
-        if len(self._fetches) <= 1:
-            self._gen = self._one()
-            return self._gen
-        send, receive = anyio.create_memory_object_stream[Any](self._buffer)
+    async def __aenter__(self) -> _Readers:
+        send, self._receive = anyio.create_memory_object_stream[Any](self._buffer)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
 
-        async def run(item: Fetch, out: Any) -> None:
-            async with out:
-                gen = fetch(self._session, item, self._storage)
-                try:
-                    async for got in gen:
-                        await out.send(got)
-                finally:
-                    await gen.aclose()
+        async def read(item: Fetch, out: MemoryObjectSendStream[Any]) -> None:
+            with anyio.CancelScope() as scope:
+                self._scopes.append(scope)
+                await _read_parts(self._session, item, out)
 
         async with send:
             for item in self._fetches:
-                self._tg.start_soon(run, item, send.clone())
-        self._gen = _drain(receive)
-        return self._gen
+                self._tg.start_soon(read, item, send.clone())
+        return self
+
+    def __aiter__(self) -> MemoryObjectReceiveStream[Any]:
+        assert self._receive is not None
+        return self._receive
+
+    def stop(self) -> None:
+        """End every request (a fetch failed)."""
+        for scope in self._scopes:
+            scope.cancel()
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self._gen is not None:
-            await self._gen.aclose()
-        if self._tg is None:
-            return
+        assert self._receive is not None
+        self._receive.close()
+        self.stop()
         error = exc_info[1]
-        if error is not None:  # left early, cancelled, or a fetch failed: stop the others
-            self._tg.cancel_scope.cancel()
         try:
             await self._tg.__aexit__(*exc_info)
         except BaseException as raised:
-            if isinstance(error, GeneratorExit):
-                return  # the consumer left: what the cancelled fetches raised is moot
+            if error is not None:
+                return  # the original exception (the consumer left, a cancellation) goes on
             for leaf in _leaves(raised):
                 if isinstance(leaf, Exception):
-                    raise leaf from None  # a fetch's own error, not wrapped in a group
-            if error is not None:
-                return  # the original exception (a cancellation) goes on
+                    raise leaf from None  # a reader's own error, not wrapped in a group
             raise
-
-    async def _one(self) -> AsyncGenerator[Any, None]:
-        for item in self._fetches:
-            gen = fetch(self._session, item, self._storage)
-            try:
-                async for got in gen:
-                    yield got
-            finally:
-                await gen.aclose()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -305,12 +329,6 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if not isinstance(inner, tuple):
         return [exc]
     return [leaf for sub in inner for leaf in _leaves(sub)]
-
-
-async def _drain(receive: Any) -> AsyncGenerator[Any, None]:
-    async with receive:
-        async for item in receive:
-            yield item
 
 
 async def metadata(session: Session, query: QueryLike) -> AsyncGenerator[Dataset, None]:
