@@ -249,7 +249,8 @@ def test_transform_of_a_deflated_instance() -> None:
 async def test_storage_policy_on_instances_pushed_by_orthanc(
     orthanc: OrthancServer, tmp_path: Path, no_leaks: Any
 ) -> None:
-    series = make_series(3, patient_id="DEIDPUSH", patient_name="Push^Pat")
+    # names of their own: the shared Orthanc's other users search by name
+    series = make_series(3, patient_id="DEIDPUSH", patient_name="Deid^Push")
     orthanc.upload(series)
     storage = DeidentifyingStorage(Deidentifier(KEY), DiskStorage(tmp_path))
     async with StorageServer("DEIDSCP", storage=storage, stream=False) as scp:
@@ -268,16 +269,17 @@ async def test_storage_policy_on_instances_pushed_by_orthanc(
         out = dcmread(path)
         assert out.PatientID != "DEIDPUSH" and out.SOPInstanceUID not in originals
         assert path.parts[-4] == out.PatientID  # laid out by the new values
-        assert b"DEIDPUSH" not in path.read_bytes()
+        assert b"DEIDPUSH" not in path.read_bytes() and b"Deid^Push" not in path.read_bytes()
 
 
 @pytest.mark.orthanc
 async def test_storage_policy_refuses_burned_in_instances_of_a_c_get(
     orthanc: OrthancServer, tmp_path: Path, no_leaks: Any
 ) -> None:
-    series = make_series(2, patient_id="DEIDREF")
+    series = make_series(2, patient_id="DEIDREF", patient_name="Deid^Refused")
     sc = burned_in("YES")
     sc.StudyInstanceUID, sc.PatientID = series[0].StudyInstanceUID, "DEIDREF"
+    sc.PatientName = "Deid^Refused"
     orthanc.upload([*series, sc])
     storage = DeidentifyingStorage(Deidentifier(KEY), DiskStorage(tmp_path))
     async with Client("ADNTEST") as client:
@@ -291,7 +293,7 @@ async def test_storage_policy_refuses_burned_in_instances_of_a_c_get(
 
 @pytest.mark.orthanc
 async def test_received_instances_of_a_retrieve(orthanc: OrthancServer, no_leaks: Any) -> None:
-    series = make_series(2, patient_id="DEIDGET")
+    series = make_series(2, patient_id="DEIDGET", patient_name="Deid^Get")
     orthanc.upload(series)
     deid = Deidentifier(KEY)
     async with Client("ADNTEST") as client:
