@@ -20,7 +20,7 @@ meaning.
     |   +-- DimseTimeout        no DIMSE response in time
     +-- StatusError             the peer answered with a failure status
     +-- IncompleteRetrieve      a retrieve did not bring everything (failed or missing)
-    +-- TranscodeError          an instance cannot be converted to a transfer syntax the peer accepted
+    +-- TranscodeError          an instance cannot be converted to a syntax the peer accepted
     +-- StorageError            a received instance could not be stored
     |   +-- BurnedInAnnotationRefused  refused by a de-identification policy (burned-in text)
     +-- CohortInputError        a cohort list (CSV) row that cannot be turned into a query
