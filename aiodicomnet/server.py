@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +69,7 @@ from ._dimse.bridge import Closed, Inlet, Outbox, outbox, run_in_thread
 from ._dimse.incoming import handle_store
 from ._dimse.patches import CONN_OPEN_HANDLER, RequestorAE
 from ._dimse.patches import copy_context as _copy_context
+from ._dimse.receivers import SHARED_PORTS, ReceiverPool, ReceiverSpec, make_acceptor_ae
 from .nodes import Node, validate_ae_title
 from .storage import (
     CallbackStorage,
@@ -76,6 +78,7 @@ from .storage import (
     MemoryStorage,
     ReceivedInstance,
     Storage,
+    _resource_error,
 )
 from .timeouts import Timeouts
 
@@ -199,6 +202,16 @@ class StorageServer:
         grace: seconds that open associations may go on after the block exits.
         stall_warning: seconds a full, unread stream may hold a sender before
             the warning.
+        workers: receiver processes (default 1: associations run in this
+            process). With N > 1, N processes listen on the port
+            (``SO_REUSEPORT``; Linux only, elsewhere one process is used) and
+            each checks and stores what it receives, so several senders use
+            several cores; every instance still arrives on this server's
+            stream, subscriptions and hooks, and is acknowledged only once
+            delivered here. ``storage`` must then be picklable (memory, disk
+            or a subclass of them; not a callback) and ``max_associations``
+            applies per process. A receiver that dies loses its own
+            associations only: see :attr:`lost_workers`.
     """
 
     def __init__(
@@ -218,6 +231,7 @@ class StorageServer:
         stream: bool | None = None,
         grace: float = 5.0,
         stall_warning: float = 10.0,
+        workers: int = 1,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.host = host
@@ -246,6 +260,17 @@ class StorageServer:
         self.stream = not isinstance(self.storage, CallbackStorage) if stream is None else stream
         self.grace = grace
         self.stall_warning = stall_warning
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if workers > 1 and isinstance(self.storage, CallbackStorage):
+            raise ValueError(
+                "workers > 1 needs a storage that can go to another process "
+                "(MemoryStorage, DiskStorage or a subclass), not a CallbackStorage"
+            )
+        if workers > 1 and not SHARED_PORTS:
+            LOGGER.warning("workers=%d: one port for several processes needs Linux; one used")
+            workers = 1
+        self.workers = workers
 
         self._lock = threading.Lock()
         self._subscriptions: list[Subscription] = []
@@ -516,18 +541,26 @@ class StorageServer:
         # A RequestorAE: associations this AE *requests* (an Archive's C-MOVE
         # sub-associations) get the same TCP tuning and reactor lock as the
         # client's; accepted associations are not affected.
-        ae = RequestorAE(self.ae_title)
-        ae.maximum_associations = self.max_associations
-        ae.maximum_pdu_size = self.max_pdu
-        ae.acse_timeout = self.timeouts.acse
-        ae.dimse_timeout = self.timeouts.dimse
-        ae.network_timeout = self.timeouts.network
-        ae.require_called_aet = self.check_called_aet
-        ae.require_calling_aet = list(self.allowed_calling_aets or [])
-        return ae
+        return make_acceptor_ae(
+            self.ae_title,
+            max_associations=self.max_associations,
+            max_pdu=self.max_pdu,
+            timeouts=self.timeouts,
+            check_called_aet=self.check_called_aet,
+            allowed_calling_aets=self.allowed_calling_aets,
+            ae_class=RequestorAE,
+        )
+
+    @property
+    def lost_workers(self) -> list[tuple[int, int | None]]:
+        """Receiver processes (``workers`` > 1) that ended unexpectedly: (index, exit code)."""
+        return list(getattr(self._server, "lost", []))
 
     def _start(self) -> None:
         """Bind, listen and start the accept loop (in a thread of ours, not on the loop)."""
+        if self.workers > 1:
+            self._start_receivers()
+            return
         ae = self._make_ae()
         acceptor = Acceptor(
             ae,
@@ -538,6 +571,33 @@ class StorageServer:
         )
         acceptor.start()
         self._ae, self._server, self._port = ae, acceptor, acceptor.port
+
+    def _start_receivers(self) -> None:
+        """Start ``workers`` receiver processes on one port (:mod:`._dimse.receivers`)."""
+        if type(self)._handlers is not StorageServer._handlers:
+            raise ValueError(f"{type(self).__name__} answers more than C-STORE: one process only")
+        try:
+            pickle.dumps(self._bound)
+        except Exception as exc:
+            raise ValueError(
+                f"workers > 1: the storage {self._bound.describe()} cannot go to another "
+                f"process ({exc})"
+            ) from exc
+        spec = ReceiverSpec(
+            index=0,
+            ae_title=self.ae_title,
+            host=self.host,
+            port=self._requested_port,
+            storage=self._bound,
+            contexts=self._contexts(),
+            allowed_calling_aets=self.allowed_calling_aets,
+            check_called_aet=self.check_called_aet,
+            max_associations=self.max_associations,
+            max_pdu=self.max_pdu,
+            timeouts=self.timeouts,
+        )
+        pool = ReceiverPool(spec, self.workers, self._deliver, _resource_error)
+        self._server, self._port = pool, pool.port
 
     async def _shutdown(self) -> None:
         if self._server is None:

@@ -512,6 +512,18 @@ class ReceivedInstance:
         self._file_meta: FileMetaDataset | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a receiver process hands instances to its server): the
+        lock and the decoded caches stay behind."""
+        state = {name: getattr(self, name) for name in self.__slots__}
+        state.update(_lock=None, _dataset=None, _file_meta=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self._lock = threading.Lock()
+
     @property
     def file_meta(self) -> FileMetaDataset:
         """The File Meta Information (group 0002) of the Part 10 file."""

@@ -108,6 +108,17 @@ class _Server(AssociationServer):
         """Nothing: pynetdicom calls ``gc.collect()`` here every 60 polls."""
 
 
+class _SharedPortServer(_Server):
+    """A server whose listening socket shares its port with other processes' (SO_REUSEPORT):
+    the kernel spreads new connections over them (:mod:`.receivers`)."""
+
+    def server_bind(self) -> None:
+        sock = self.socket
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 @dataclass
 class _Waiting:
     """A connection whose A-ASSOCIATE-RQ has not fully arrived."""
@@ -137,6 +148,8 @@ class Acceptor:
         contexts: the presentation contexts to accept (shared, never deep-copied).
         handlers: pynetdicom event handlers bound to every association.
         name: the accept thread's name.
+        share_port: set ``SO_REUSEPORT``, so that other processes listen on
+            the same port and the kernel spreads connections over them (Linux).
     """
 
     def __init__(
@@ -147,13 +160,14 @@ class Acceptor:
         handlers: Sequence[Any],
         *,
         name: str,
+        share_port: bool = False,
     ) -> None:
         self._ae = ae
         server: Any = ae.make_server(
             address,
             contexts=SharedContexts(contexts),
             evt_handlers=list(handlers),
-            server_class=_Server,
+            server_class=_SharedPortServer if share_port else _Server,
         )
         self._server = server
         self._waiting: dict[socket.socket, _Waiting] = {}

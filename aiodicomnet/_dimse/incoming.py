@@ -30,6 +30,14 @@ _assoc_ids = itertools.count(1)
 _assoc_id_lock = threading.Lock()
 
 
+def number_associations_from(start: int) -> None:
+    """Number this process's associations from ``start`` on (a receiver process of a
+    server numbers them apart from the server's and the other receivers')."""
+    global _assoc_ids
+    with _assoc_id_lock:
+        _assoc_ids = itertools.count(start)
+
+
 def association_id(assoc: Any) -> int:
     """A process-wide unique number for a pynetdicom association (1, 2, ...)."""
     value = getattr(assoc, _ASSOC_ID_ATTR, None)
