@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -81,6 +82,9 @@ class Held:
     series_instance_uid: str
     study_instance_uid: str
     pixels: Any
+    #: Bytes of the data set after the File Meta Information (dcmconv leaves a
+    #: deflated one at an odd length about half the time).
+    data_set_length: int
 
     @property
     def compressed(self) -> bool:
@@ -119,6 +123,10 @@ def make_held_files(directory: Path, patient_id: str) -> dict[str, Held]:
         else:
             source.rename(target)
         made = dcmread(target)
+        with open(target, "rb") as f:
+            read_preamble(f, False)
+            _read_file_meta_info(f)
+            data_set_length = target.stat().st_size - f.tell()
         assert made.file_meta.TransferSyntaxUID == syntax, (name, made.file_meta)
         held[name] = Held(
             name=name,
@@ -128,6 +136,7 @@ def make_held_files(directory: Path, patient_id: str) -> dict[str, Held]:
             series_instance_uid=str(made.SeriesInstanceUID),
             study_instance_uid=study_uid,
             pixels=made.pixel_array,
+            data_set_length=data_set_length,
         )
     return held
 
