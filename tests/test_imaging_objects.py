@@ -211,3 +211,25 @@ def test_stl_input_is_one_or_the_other(volume: Volume, tmp_path: Path) -> None:
         encapsulated_stl(volume)
     with pytest.raises(MismatchedImage, match=r"readable STL|without triangles"):
         encapsulated_stl(volume, stl=b"no STL here")
+
+
+def test_objects_from_an_enhanced_multiframe_volume(tmp_path: Path) -> None:
+    """A volume from one enhanced CT instance: SEG and STL reference that instance."""
+    from pydicom.uid import generate_uid
+
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        phantom_ct(), series_instance_uid=generate_uid(), series_number=2,
+        sop_instance_uid=generate_uid(), instance_number=1,
+    )  # fmt: skip
+    volume = volume_from([enhanced])
+    mask = lower_half(volume)
+    seg = saved(segmentation(volume, mask, "bone"), tmp_path / "seg.dcm")
+    assert dciodvfy_errors(seg) == []
+    assert np.array_equal(read_seg_volume(seg, volume)[..., 0], mask)
+    vertices, faces = TETRAHEDRON
+    surface = encapsulated_stl(volume, vertices, faces, coordinates="voxel")
+    path = saved(surface, tmp_path / "stl.dcm")
+    assert dciodvfy_errors(path) == []
+    assert [i.ReferencedSOPInstanceUID for i in surface.SourceInstanceSequence] == [
+        enhanced.SOPInstanceUID
+    ]
