@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydicom import dcmread
@@ -78,6 +78,9 @@ from ._dimse.patches import CONN_OPEN_HANDLER, move_originator_handler
 from ._dimse.transcode import for_contexts
 from ._files import atomic_write
 from ._index import Counts, IdentifierError, Index, IndexedInstance
+
+if TYPE_CHECKING:
+    from .archive_web import DicomWebServer
 from .errors import StorageError, TranscodeError
 from .nodes import Node, validate_ae_title
 from .server import StorageServer
@@ -339,6 +342,24 @@ class Archive(StorageServer):
             return list(index.find(identifier, model.upper(), retrieve_ae_title=self.ae_title))
 
         return await run_in_thread(run)
+
+    async def instances(self, identifier: Dataset, model: str = "STUDY") -> list[IndexedInstance]:
+        """The instances a C-MOVE/C-GET identifier selects (files, UIDs, transfer syntaxes).
+
+        Raises:
+            IdentifierError: no valid level, or no unique key at that level.
+        """
+        return await run_in_thread(lambda: self._open_index().retrieve(identifier, model.upper()))
+
+    def dicomweb(
+        self, host: str = "127.0.0.1", port: int = 0
+    ) -> contextlib.AbstractAsyncContextManager[DicomWebServer]:
+        """Serve this archive as DICOMweb too (QIDO-RS, WADO-RS, STOW-RS) while in
+        ``async with archive.dicomweb() as web:``; see :mod:`aiodicomnet.archive_web`
+        (needs hypercorn: ``pip install aiodicomnet[web]``)."""
+        from .archive_web import serve
+
+        return serve(self, host, port)
 
     def add_sync(self, items: ImportItem | Iterable[ImportItem]) -> list[str]:
         """:meth:`add`, blocking: for scripts and tests (never on the event loop)."""
