@@ -382,3 +382,32 @@ def test_import_works_without_numpy_and_names_the_extra() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_positions_rounded_to_two_decimals_are_regular(tmp_path: Path) -> None:
+    """0.625 mm slices whose positions a scanner wrote with two decimals: the
+    distances vary by 0.01 mm (and in-plane by as much), which is no fault."""
+    series = phantom_ct(spacing=0.625)
+    for ds in series:
+        ds.ImagePositionPatient = [round(float(v), 2) for v in ds.ImagePositionPatient]
+    paths = write_series(tmp_path, series)
+    volume = volume_from(paths)
+    assert volume.spacing[0] == pytest.approx(0.625, abs=0.002)
+    assert np.array_equal(volume.voxels, phantom_hu(12, 24, 20))
+    voxels, spacing, origin, _ = sitk_series(tmp_path)
+    assert np.array_equal(volume.voxels, voxels)
+    assert volume.to_sitk().GetSpacing() == pytest.approx(spacing, abs=0.002)
+    assert volume.to_sitk().GetOrigin() == pytest.approx(origin, abs=1e-4)
+
+
+def test_a_slight_tilt_is_refused_over_the_whole_stack() -> None:
+    """2 degrees of tilt: 0.087 mm per 2.5 mm slice, under the rounding tolerance
+    step by step, but 0.96 mm over the stack."""
+    series = _sorted(phantom_ct())
+    col = np.asarray(series[0].ImageOrientationPatient[3:], dtype=float)
+    shift = 2.5 * np.tan(np.radians(2.0))
+    for k, ds in enumerate(series):
+        ds.ImagePositionPatient = list(np.asarray(ds.ImagePositionPatient) + k * shift * col)
+    with pytest.raises(GantryTilt) as info:
+        volume_from(series)
+    assert info.value.angle == pytest.approx(2.0, abs=0.01)

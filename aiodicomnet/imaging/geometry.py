@@ -30,6 +30,14 @@ __all__ = ["Plane", "Stack", "stack"]
 
 #: Direction cosines that differ by less than this are one orientation.
 ORIENTATION_TOLERANCE = 1e-4
+#: Positions are Decimal Strings, often rounded to two decimals: distances
+#: between slices, and in-plane shifts, may be off by this much (mm) and still
+#: be regular.
+POSITION_TOLERANCE = 0.02
+#: A stack whose slice positions drift in-plane by less than this angle (degrees)
+#: from the normal is not tilted (the drift of a whole stack is measured, so
+#: rounding does not add up).
+TILT_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -85,9 +93,11 @@ def stack(
     Args:
         planes: one per slice, in any order.
         spacing_tolerance: how far (relative) a distance between neighbouring
-            slices may stray from the regular spacing; also bounds, relative to
-            it, the in-plane shift that counts as gantry tilt and the distance
-            under which two slices are duplicates.
+            slices may stray from the regular spacing (or by
+            :data:`POSITION_TOLERANCE`, if more: rounded positions); also,
+            relative to it, the distance under which two slices are duplicates.
+            Gantry tilt is an in-plane drift of the whole stack of more than
+            :data:`TILT_TOLERANCE` degrees (and :data:`POSITION_TOLERANCE` mm).
         default_spacing: the spacing between slices when there is only one
             slice (Spacing Between Slices or Slice Thickness); 1 mm if None.
 
@@ -146,13 +156,14 @@ def stack(
                 position=at,
                 instances=names,
             )
-        steps = np.diff(positions, axis=0)
-        lateral = np.linalg.norm(steps - np.outer(diffs, normal), axis=1)
-        worst = int(np.argmax(lateral))
-        if lateral[worst] > max(1e-3, spacing_tolerance * typical):
-            angle = math.degrees(math.atan2(float(lateral[worst]), float(diffs[worst])))
+        span = positions[-1] - positions[0]
+        length = float(along[-1] - along[0])
+        lateral = float(np.linalg.norm(span - length * normal))
+        limit = max(POSITION_TOLERANCE, math.tan(math.radians(TILT_TOLERANCE)) * length)
+        if lateral > limit:
+            angle = math.degrees(math.atan2(lateral, length))
             raise GantryTilt(
-                f"slices shift {lateral[worst]:g} mm in-plane per {diffs[worst]:g} mm along "
+                f"the slices shift {lateral:.4g} mm in-plane over {length:.4g} mm along "
                 f"the normal (gantry tilt {angle:.2f} degrees): the grid is sheared; "
                 "resample the series first",
                 angle=angle,
@@ -160,7 +171,8 @@ def stack(
         regular = float(diffs.min())
         ratio = diffs / regular
         whole = np.rint(ratio)
-        off = np.abs(diffs - whole * regular) > spacing_tolerance * regular
+        allowed = max(spacing_tolerance * regular, POSITION_TOLERANCE)
+        off = np.abs(diffs - whole * regular) > allowed
         if off.any():
             raise InconsistentSpacing(
                 "the distance between neighbouring slices varies: "
