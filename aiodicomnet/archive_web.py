@@ -359,7 +359,8 @@ class DicomWebApp:
         answer.ReferencedSOPSequence = stored
         answer.FailedSOPSequence = failed
         status = 200 if not failed else (409 if not stored else 202)
-        await _respond(send, status, json.dumps(answer.to_json_dict()).encode(), _JSON)
+        body = await run_in_thread(lambda: json.dumps(answer.to_json_dict()).encode())
+        await _respond(send, status, body, _JSON)
 
 
 @dataclass
@@ -530,9 +531,18 @@ async def serve(
     async def shutdown() -> None:
         await stop.wait()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: run_server(app, config, shutdown_trigger=shutdown))
-        try:
-            yield DicomWebServer(f"http://{shown}:{bound}{ROOT}", bound)
-        finally:
-            stop.set()
+    # The task group is entered by hand so that an exception of the ``async with``
+    # body leaves it as itself, not wrapped in an exception group.
+    tg = anyio.create_task_group()
+    await tg.__aenter__()
+    tg.start_soon(lambda: run_server(app, config, shutdown_trigger=shutdown))
+    try:
+        yield DicomWebServer(f"http://{shown}:{bound}{ROOT}", bound)
+    except BaseException:
+        stop.set()
+        tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+            await tg.__aexit__(None, None, None)
+        raise
+    stop.set()
+    await tg.__aexit__(None, None, None)

@@ -170,3 +170,30 @@ async def test_same_code_over_dimse_and_dicomweb(web_archive: WebArchive, clean:
         over_web = await find_retrieve_store(client, web_archive.web, "PAT002")
     assert over_dimse == over_web
     assert over_web[4] == (True, 3)
+
+
+def test_client_and_archive_on_trio(tmp_path: Path) -> None:
+    """Both ends on trio: hypercorn's trio server, httpx on trio, the worker threads."""
+    import sniffio
+    import trio
+
+    series = make_series(4, patient_id="TRIO01", rows=4, columns=4)
+
+    async def scenario() -> None:
+        assert sniffio.current_async_library() == "trio"
+        archive = adn.Archive("TRIOARCH", tmp_path / "archive")
+        async with archive, archive.dicomweb() as web, adn.Client("TRIO") as client:
+            assert (await client.store(web.node, series)).ok
+            [study] = await client.find(web.node, Query.study(PatientID="TRIO01"))
+            got = await client.retrieve(
+                web.node, Query.study(StudyInstanceUID=study.StudyInstanceUID)
+            )
+            assert {i.sop_instance_uid for i in got} == {ds.SOPInstanceUID for ds in series}
+            assert await client.metadata(web.node, Query.study(StudyInstanceUID="1.2.3")) == []
+        # An error in the block leaves as itself (not in an exception group).
+        with pytest.raises(adn.NotFound):
+            async with archive, archive.dicomweb() as web, adn.Client("TRIO") as client:
+                wrong = adn.Node.web(web.url.replace("dicom-web", "elsewhere"))
+                await client.find(wrong, Query.study())
+
+    trio.run(scenario)

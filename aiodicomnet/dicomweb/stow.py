@@ -203,10 +203,7 @@ async def _send_batch(session: Session, batch: list[_Entry]) -> list[InstanceOut
     if response.status_code in (400, 409) and not answer.strip():
         raise HttpError(response.status_code, url, "", node=node)
     try:
-        doc = parse_json(answer, what)
-        if isinstance(doc, list):  # some servers wrap the one answer in an array
-            doc = doc[0] if doc else {}
-        ds = dataset_from_json(doc, what) if doc else Dataset()
+        ds = await run_in_thread(_answer, answer, what)  # decoding: not on the loop
     except ProtocolError as exc:
         if response.status_code >= 400:
             raise HttpError(
@@ -215,6 +212,14 @@ async def _send_batch(session: Session, batch: list[_Entry]) -> list[InstanceOut
         exc.node = node
         raise
     return _outcomes(batch, ds, response.status_code)
+
+
+def _answer(body: bytes, what: str) -> Dataset:
+    """The STOW-RS response body as a Dataset (in a worker thread)."""
+    doc = parse_json(body, what)
+    if isinstance(doc, list):  # some servers wrap the one answer in an array
+        doc = doc[0] if doc else {}
+    return dataset_from_json(doc, what) if doc else Dataset()
 
 
 def _outcomes(batch: list[_Entry], answer: Dataset, http_status: int) -> list[InstanceOutcome]:
