@@ -462,6 +462,25 @@ async def test_flag_policy_keeps_and_counts_burned_in_instances(
     assert removed == ["NO", "YES", "YES", "YES", "YES"]
 
 
+async def test_the_loop_stays_free_and_nothing_leaks(
+    two_orthancs: tuple[Any, Any], tmp_path: Path, no_leaks: Any
+) -> None:
+    from tests.test_loop_lag import MAX_GAP, measure
+
+    a, b = two_orthancs
+    cohort = make_cohort(a, b, "LAG")
+    rows = read_cohort(write_list(tmp_path / "c.csv", cohort.rows))
+    settings = CohortSettings(
+        output=tmp_path / "out",
+        deid=DeidSettings(key=KEY, mapping=tmp_path / "m.sqlite"),
+        per_node=1,  # one de-identifying thread per node, besides the loop, on 2 cores
+    )
+    reports, ticker = await measure(lambda: run_cohort(rows, [a.node, b.node], settings))
+    assert sum(r.status == "done" for r in reports) == 20
+    assert ticker.ticks > 0
+    assert ticker.max_gap < MAX_GAP, f"loop blocked for {ticker.max_gap * 1000:.1f} ms"
+
+
 async def test_a_changed_list_is_refused_on_resume(
     two_orthancs: tuple[Any, Any], tmp_path: Path
 ) -> None:

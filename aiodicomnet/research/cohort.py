@@ -79,6 +79,7 @@ __all__ = [
     "plan_cohort",
     "read_cohort",
     "retrieve_study",
+    "rows_of",
     "run_cohort",
 ]
 
@@ -430,21 +431,30 @@ async def plan_cohort(
     Raises:
         CohortInputError: the list differs from the one the job started with.
     """
-    state = JobState(settings.output)
-    for row in rows:
-        stored = state.start_row(row.line, row.digest())
-        if stored is not None:
-            raise CohortInputError(
-                f"the row differs from the one this job started with in {settings.output} "
-                "(use another output directory for another cohort list)",
-                line=row.line,
-            )
-    # staging directories left by a run that was killed hold nothing committed
-    staging = settings.output / STATE_DIR / "staging"
-    await run_in_thread(lambda: shutil.rmtree(staging, ignore_errors=True))
+
+    # the state is an SQLite file: every call on it runs in a worker thread
+    def start() -> JobState:
+        state = JobState(settings.output)
+        for row in rows:
+            stored = state.start_row(row.line, row.digest())
+            if stored is not None:
+                raise CohortInputError(
+                    f"the row differs from the one this job started with in {settings.output} "
+                    "(use another output directory for another cohort list)",
+                    line=row.line,
+                )
+        # staging directories left by a run that was killed hold nothing committed
+        shutil.rmtree(settings.output / STATE_DIR / "staging", ignore_errors=True)
+        return state
+
+    state = await run_in_thread(start, name="aiodicomnet-cohort-state")
     good = await _verified(state, settings)
-    pending_lines = {s.line for s in state.studies() if s.key not in good}
-    done_rows = {r.line for r in state.report() if r.status == "done"}
+
+    def progress() -> tuple[set[int], set[int]]:
+        pending = {s.line for s in state.studies() if s.key not in good}
+        return pending, {r.line for r in state.report() if r.status == "done"}
+
+    pending_lines, done_rows = await run_in_thread(progress, name="aiodicomnet-cohort-state")
     tasks: dict[str, StudyTask] = {}
     for row in rows:
         if row.line in done_rows and row.line not in pending_lines:
@@ -452,11 +462,19 @@ async def plan_cohort(
         try:
             found = await _find_row(client, nodes, row, settings)
         except DicomError as exc:
-            state.set_row(row.line, "failed", detail=f"C-FIND failed: {exc}")
+            detail = f"C-FIND failed: {exc}"
+            await run_in_thread(
+                lambda line=row.line, detail=detail: state.set_row(line, "failed", detail=detail)
+            )
             continue
-        state.set_row(row.line, "found" if found else "not found", found=len(found))
+
+        def record(row: CohortRow = row, found: list[StudyTask] = found) -> None:
+            state.set_row(row.line, "found" if found else "not found", found=len(found))
+            for task in found:
+                state.add_study(task.key, row.line, str(task.node))
+
+        await run_in_thread(record, name="aiodicomnet-cohort-state")
         for task in found:
-            state.add_study(task.key, row.line, str(task.node))
             if task.key not in good and task.key not in tasks:
                 tasks[task.key] = task
     return list(tasks.values())
@@ -499,8 +517,8 @@ async def retrieve_study(
     Never raises for a DICOM or storage failure: the study is marked failed
     in the state, with the reason, and the outcome says so.
     """
-    state = JobState(settings.output)
-    record = state.study(task.key)
+    state = await run_in_thread(JobState, settings.output)
+    record = await run_in_thread(state.study, task.key)
     if record is not None and record.status == "done":
         return StudyOutcome(task.key, task.line, "already done", record.instances, record.withheld)
     try:
@@ -511,7 +529,7 @@ async def retrieve_study(
         )
     except Exception as exc:
         detail = f"{type(exc).__name__}: {exc}"
-        state.fail(task.key, detail)
+        await run_in_thread(state.fail, task.key, detail)
         return StudyOutcome(task.key, task.line, "failed", detail=detail)
     assert isinstance(outcome, StudyOutcome)
     return outcome
@@ -525,7 +543,7 @@ async def _attempt(
     state: JobState,
     move_server: StorageServer | None,
 ) -> StudyOutcome:
-    state.attempt(task.key)
+    await run_in_thread(state.attempt, task.key)
     staging = settings.output / STATE_DIR / "staging" / f"{task.key}-{secrets.token_hex(4)}"
     storage = DeidentifyingStorage(deidentifier, DiskStorage(staging, LAYOUT))
     try:
@@ -677,7 +695,7 @@ async def run_cohort(
     Writes ``<output>/manifest.csv`` at the end (also when cancelled, with the
     rows not finished as ``pending``).
     """
-    rows = read_cohort(cohort) if isinstance(cohort, (str, os.PathLike)) else list(cohort)
+    rows = await rows_of(cohort)
     if not nodes:
         raise ValueError("a cohort job needs at least one node")
     own = client is None
@@ -686,7 +704,7 @@ async def run_cohort(
         tasks = await plan_cohort(client, rows, nodes, settings)
         if on_planned is not None:
             on_planned(len(tasks))
-        deidentifier = settings.deid.deidentifier()
+        deidentifier = await run_in_thread(settings.deid.deidentifier)
         limits = {node: anyio.CapacityLimiter(settings.per_node) for node in nodes}
         finished = 0
 
@@ -711,6 +729,13 @@ async def run_cohort(
                 await client.aclose()
             reports = await finish(settings)
     return reports
+
+
+async def rows_of(cohort: str | os.PathLike[str] | Sequence[CohortRow]) -> list[CohortRow]:
+    """The rows of a cohort list given as a path (read in a worker thread) or as rows."""
+    if isinstance(cohort, (str, os.PathLike)):
+        return await run_in_thread(read_cohort, cohort, name="aiodicomnet-cohort-list")
+    return list(cohort)
 
 
 async def finish(settings: CohortSettings) -> list[RowReport]:

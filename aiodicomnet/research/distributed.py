@@ -48,8 +48,8 @@ from .cohort import (
     StudyTask,
     finish,
     plan_cohort,
-    read_cohort,
     retrieve_study,
+    rows_of,
 )
 from .manifest import RowReport
 
@@ -104,7 +104,7 @@ async def run_cohort_distributed(
 
     if settings.method != "get":
         raise ValueError("a distributed cohort job retrieves with C-GET (method='get')")
-    rows = read_cohort(cohort) if isinstance(cohort, (str, os.PathLike)) else list(cohort)
+    rows = await rows_of(cohort)
     address = getattr(scheduler, "scheduler_address", scheduler)
     async with AsyncExitStack() as stack:
         if client is None:
