@@ -462,6 +462,36 @@ async def test_flag_policy_keeps_and_counts_burned_in_instances(
     assert removed == ["NO", "YES", "YES", "YES", "YES"]
 
 
+async def test_a_study_is_tried_again_then_failed_then_fetched_on_resume(
+    two_orthancs: tuple[Any, Any], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from aiodicomnet import Node
+    from aiodicomnet.research.cohort import plan_cohort, retrieve_study
+    from aiodicomnet.research.manifest import JobState
+    from tests.peers.util import free_port
+
+    a, b = two_orthancs
+    cohort = make_cohort(a, b, "RTY")
+    rows = read_cohort(write_list(tmp_path / "c.csv", cohort.rows[:1]))
+    settings = CohortSettings(
+        output=tmp_path / "out", deid=DeidSettings(key=KEY), attempts=3, backoff=0.01
+    )
+    deid = settings.deid.deidentifier()
+    async with Client("ADNCOHORT") as client:
+        [task] = await plan_cohort(client, rows, [a.node], settings)
+        gone = replace(task, node=Node("COHORTA", "127.0.0.1", free_port()))  # nobody there
+        outcome = await retrieve_study(client, gone, settings, deid)
+        assert outcome.status == "failed" and "ConnectError" in outcome.detail
+        [record] = JobState(settings.output).studies()
+        assert (record.status, record.attempts, record.retrievals) == ("failed", 3, 0)
+        reports = await run_cohort(rows, [a.node], settings, client=client)  # resume
+    assert reports[0].status == "done"
+    [record] = JobState(settings.output).studies()
+    assert (record.status, record.attempts, record.retrievals) == ("done", 4, 1)
+
+
 async def test_the_loop_stays_free_and_nothing_leaks(
     two_orthancs: tuple[Any, Any], tmp_path: Path, no_leaks: Any
 ) -> None:
