@@ -71,11 +71,12 @@ NOT_ACCEPTED: frozenset[str] = frozenset({"1.2.840.10008.1.2.4.205"})
 #: Accepted by our Storage SCPs for every storage SOP class, in order of
 #: preference when a requestor proposes several in one presentation context:
 #: every compressed syntax pydicom knows, then :data:`NATIVE`. A requestor
-#: that proposes a compressed syntax beside native ones holds data in it
-#: (DCMTK storescu does so for each compressed file) or was told to compress:
-#: accepting the native one would make it decompress, or fail when it cannot
-#: (storescu without its decoders). What arrives is stored as received.
-#: (DCMTK storescp ``+xa`` prefers compressed syntaxes too.)
+#: that proposes a compressed syntax beside native ones in one context (DCMTK
+#: getscu ``+xs`` does, for every SOP class) holds data in it or was told to
+#: compress: accepting a native one would make it decompress, or fail when it
+#: cannot. What arrives is stored as received. (DCMTK storescp ``+xa``
+#: prefers compressed syntaxes too; requestors that propose one context per
+#: syntax, such as storescu, are not affected.)
 STORAGE: tuple[str, ...] = (
     *(ts for ts in AllTransferSyntaxes if ts not in NATIVE and ts not in NOT_ACCEPTED),
     *NATIVE,

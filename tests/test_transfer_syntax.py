@@ -23,7 +23,9 @@ xfail (strict) and listed in docs/conformance.md.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,9 @@ from aiodicomnet.server import StorageServer
 from aiodicomnet.storage import DiskStorage
 from aiodicomnet.transfer_syntaxes import NATIVE
 from tests.data import uid
-from tests.peers.dcmtk import StoreScp, dcmtk_tool
+from tests.peers.dcmtk import DcmQrScp, StoreScp, dcmtk_tool
 from tests.peers.orthanc import OrthancServer
+from tests.peers.util import PeerProcess, free_port, wait_for_port
 from tests.transfer_syntax_files import (
     SOP_CLASSES,
     SYNTAXES,
@@ -60,6 +63,7 @@ pytestmark = [pytest.mark.dcmtk, pytest.mark.filterwarnings("ignore:Invalid valu
 
 HOST = "127.0.0.1"
 NAMES = list(SYNTAXES)
+COMPRESSED = {name for name, (ts, _) in SYNTAXES.items() if ts not in NATIVE}
 
 #: getscu's flag asking for each syntax (it proposes it first, with the native ones).
 GETSCU_FLAG = {
@@ -116,6 +120,69 @@ async def archive(
 def orthanc_held(orthanc: OrthancServer, held: dict[str, Held]) -> OrthancServer:
     orthanc.upload([h.path for h in held.values()])
     return orthanc
+
+
+#: dcmqrscp's association profile: Q/R and Verification uncompressed, the matrix's
+#: storage SOP classes in every syntax of the matrix (with the SCP role for C-GET).
+_QR_MODELS = [f"1.2.840.10008.5.1.4.1.2.{root}.{n}" for root in (1, 2) for n in (1, 2, 3)]
+_DCMTK_SYNTAXES = [
+    "LocalEndianExplicit",
+    "LittleEndianImplicit",
+    "OppositeEndianExplicit",
+    "DeflatedLittleEndianExplicit",
+    "JPEGBaseline",
+    "JPEGLossless:Non-hierarchical-1stOrderPrediction",
+    "JPEGLSLossless",
+    "RLELossless",
+    "JPEG2000LosslessOnly",
+]
+
+
+def _dcmqrscp_profile() -> str:
+    lines = ["[[TransferSyntaxes]]", "[Uncompressed]"]
+    lines += ["TransferSyntax1 = LocalEndianExplicit", "TransferSyntax2 = LittleEndianImplicit"]
+    lines += ["[Matrix]"] + [f"TransferSyntax{i} = {ts}" for i, ts in enumerate(_DCMTK_SYNTAXES, 1)]
+    lines += ["[[PresentationContexts]]", "[QR]"]
+    abstract = [*(f"{uid}\\Uncompressed" for uid in ["1.2.840.10008.1.1", *_QR_MODELS])]
+    abstract += [f"{sop}\\Matrix" for sop in sorted(set(SOP_CLASSES.values()))]
+    lines += [f"PresentationContext{i} = {a}" for i, a in enumerate(abstract, 1)]
+    lines += ["[[SCPSCURoleSelection]]", "[GetRoles]"]
+    lines += [f"Role{i} = {sop}\\SCP" for i, sop in enumerate(sorted(set(SOP_CLASSES.values())), 1)]
+    lines += ["[[Profiles]]", "[QR]", "PresentationContexts = QR", "SCPSCURoleSelection = GetRoles"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def dcmqrscp_held(
+    tmp_path_factory: pytest.TempPathFactory, held: dict[str, Held]
+) -> Iterator[DcmQrScp]:
+    """DCMTK dcmqrscp holding each file as it is (indexed with dcmqridx)."""
+    workdir = tmp_path_factory.mktemp("ts-dcmqrscp")
+    profile = workdir / "profile.cfg"
+    profile.write_text(_dcmqrscp_profile())
+    with DcmQrScp(workdir, extra_args=["-xf", str(profile), "QR", "QR"]) as scp:
+        for h in held.values():
+            target = scp.directory / h.path.name
+            shutil.copyfile(h.path, target)
+            dcmtk_tool("dcmqridx", scp.directory, target, check=True)
+        yield scp
+
+
+@pytest.fixture(scope="module")
+def pynetdicom_implicit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Path]]:
+    """pynetdicom's storescp app accepting Implicit VR Little Endian only (``-xi``)."""
+    workdir = tmp_path_factory.mktemp("ts-pynetdicom")
+    out = workdir / "received"
+    out.mkdir()
+    port = free_port()
+    argv = [sys.executable, "-m", "pynetdicom", "storescp", "-xi", "-aet", "PYIMPL"]
+    argv += ["-od", str(out), str(port)]
+    process = PeerProcess("pynetdicom storescp", argv, log_path=workdir / "storescp.log")
+    try:
+        wait_for_port(HOST, port, 30, process=process)
+        yield Node("PYIMPL", HOST, port), out
+    finally:
+        process.stop()
 
 
 def received_by(scp: StoreScp, h: Held) -> Path:
@@ -185,6 +252,20 @@ async def test_client_store_converts_for_an_implicit_only_peer(
         result = await client.store(scp_implicit.node, h.path)
     assert result.ok, result.outcomes
     check_received(received_by(scp_implicit, h), h, syntax=ImplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_client_store_converts_for_pynetdicom_storescp_implicit_only(
+    name: str, held: dict[str, Held], pynetdicom_implicit: tuple[Node, Path]
+) -> None:
+    h = held[name]
+    node, out = pynetdicom_implicit
+    async with Client("TSCLIENT") as client:
+        result = await client.store(node, h.path)
+    assert result.ok, result.outcomes
+    found = await anyio.to_thread.run_sync(lambda: list(out.glob(f"*{h.sop_instance_uid}*")))
+    assert len(found) == 1
+    check_received(found[0], h, syntax=ImplicitVRLittleEndian)
 
 
 @pytest.mark.orthanc
@@ -315,6 +396,42 @@ async def test_client_get_from_the_archive(
 
 
 # -- the client's C-GET from SCPs that send as they hold -----------------------------------
+
+
+#: dcmqrscp answers a C-GET on the first accepted context of the SOP class, whatever
+#: its transfer syntax, and converts only between uncompressed syntaxes.
+DCMQRSCP_FIRST_CONTEXT = pytest.mark.xfail(
+    strict=True,
+    reason="dcmqrscp sends C-GET sub-operations on the first accepted context of the SOP "
+    "class (the native one) and cannot decompress: compressed files fail (0xA702)",
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=DCMQRSCP_FIRST_CONTEXT) if n in COMPRESSED else n for n in NAMES],
+)
+async def test_client_get_from_dcmqrscp(
+    name: str, held: dict[str, Held], dcmqrscp_held: DcmQrScp
+) -> None:
+    h = held[name]
+    async with Client("TSCLIENT") as client:
+        got = await client.get(dcmqrscp_held.node, image_query(h))
+    assert len(got) == 1
+    check_received(_as_dataset(got[0]), h)
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_client_retrieve_moves_out_of_the_archive_into_a_storage_server(
+    name: str, held: dict[str, Held], archive: Archive
+) -> None:
+    """C-MOVE to our own Storage SCP: what it accepted decides (big endian converted)."""
+    h = held[name]
+    async with StorageServer("TSMOVED") as server, Client("TSCLIENT") as client:
+        archive.add_destination("TSMOVED", server.node)
+        got = await client.retrieve(archive.node, image_query(h), via=server)
+    assert len(got) == 1
+    check_received(_as_dataset(got[0]), h)
 
 
 @pytest.mark.orthanc
