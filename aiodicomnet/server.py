@@ -69,7 +69,7 @@ from ._dimse.bridge import Closed, Inlet, Outbox, outbox, run_in_thread
 from ._dimse.incoming import handle_store
 from ._dimse.patches import CONN_OPEN_HANDLER, RequestorAE
 from ._dimse.patches import copy_context as _copy_context
-from ._dimse.receivers import SHARED_PORTS, ReceiverPool, ReceiverSpec, make_acceptor_ae
+from ._dimse.receivers import HANDOFF, ReceiverPool, ReceiverSpec, make_acceptor_ae
 from .nodes import Node, validate_ae_title
 from .storage import (
     CallbackStorage,
@@ -203,10 +203,10 @@ class StorageServer:
         stall_warning: seconds a full, unread stream may hold a sender before
             the warning.
         workers: receiver processes (default 1: associations run in this
-            process). With N > 1, N processes listen on the port
-            (``SO_REUSEPORT``; Linux only, elsewhere one process is used) and
-            each checks and stores what it receives, so several senders use
-            several cores; every instance still arrives on this server's
+            process). With N > 1, this process accepts and hands each new
+            connection to the next of N receiver processes (Unix; elsewhere
+            one process is used), which checks and stores what it receives,
+            so several senders use several cores; every instance still arrives on this server's
             stream, subscriptions and hooks, and is acknowledged only once
             delivered here. ``storage`` must then be picklable (memory, disk
             or a subclass of them; not a callback) and ``max_associations``
@@ -267,8 +267,8 @@ class StorageServer:
                 "workers > 1 needs a storage that can go to another process "
                 "(MemoryStorage, DiskStorage or a subclass), not a CallbackStorage"
             )
-        if workers > 1 and not SHARED_PORTS:
-            LOGGER.warning("workers=%d: one port for several processes needs Linux; one used")
+        if workers > 1 and not HANDOFF:
+            LOGGER.warning("workers=%d: receiver processes need Unix; one process used", workers)
             workers = 1
         self.workers = workers
 

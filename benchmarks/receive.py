@@ -22,6 +22,9 @@ minus the size just before the transfer.
 
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,76 @@ def run(ws: Workspace, s: Settings) -> Section:
         "file is a rename; pynetdicom writes and flushes each PDU's fragment to it as it "
         "arrives. aiodicomnet keeps each data set in memory until it is complete, then "
         "writes it (File Meta first) to a hidden file and renames it into place."
+    )
+    return section
+
+
+#: Several senders at once into ``workers=2`` against ``workers=1``.
+PARALLEL_TARGET = 1.6
+PARALLEL_SENDERS = 4
+
+
+def run_parallel(ws: Workspace, s: Settings) -> Section:
+    """4 storescu at once into StorageServer(workers=1) and (workers=2)."""
+    files = ws.ct_series(s.receive_slices)
+    size = total_bytes(files)
+    section = Section(
+        "receive-parallel",
+        "Receive from several senders at once (StorageServer workers=1 vs workers=2)",
+        f"{len(files)} CT slices ({size / MB:.0f} MB) split over {PARALLEL_SENDERS} DCMTK "
+        "storescu processes (`TCP_NODELAY=1`) started together, one association each, into one "
+        "StorageServer + DiskStorage on tmpfs. MB/s = bytes / time until every storescu "
+        "exited.",
+    )
+    parts = []
+    for i in range(PARALLEL_SENDERS):
+        part = ws.path("receive-parallel", f"part{i}", clean=True)
+        for path in files[i::PARALLEL_SENDERS]:
+            os.link(path, part / path.name)
+        parts.append(part)
+    out = ws.path("receive-parallel", "received", clean=True)
+
+    def all_at_once(port: int) -> float:
+        with ThreadPoolExecutor(PARALLEL_SENDERS) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(lambda part: _storescu(port, "ADNRECV", part), parts))
+            return time.perf_counter() - t0
+
+    def server(workers: int) -> dict[str, float]:
+        empty_dir(out)
+        port = free_port()
+        worker = Worker(ws, "recv-adn", port=port, out=str(out), expect=len(files), workers=workers)
+        try:
+            worker.wait_ready()
+            seconds = all_at_once(port)
+            result = worker.result(timeout=120)
+        finally:
+            worker.stop()
+        got = count_files(out)
+        empty_dir(out)
+        if result["received"] != len(files) or got != len(files):
+            raise RuntimeError(f"workers={workers}: {got} files of {len(files)}")
+        return {"mbps": size / MB / seconds}
+
+    one, two = "aiodicomnet workers=1", "aiodicomnet workers=2"
+    contenders = [Contender(one, lambda: server(1)), Contender(two, lambda: server(2))]
+    results = interleave(section, s.rounds, contenders, retries=2)
+    mbps = {c.name: results[c.name]["mbps"] for c in contenders}
+    for c in contenders:
+        section.figure(c.name, "MB/s").values = mbps[c.name]
+    per_round = [a / b for a, b in zip(mbps[two], mbps[one], strict=True)]
+    section.checks.append(
+        Check(
+            "workers=2 / workers=1",
+            median(per_round),
+            f">= {PARALLEL_TARGET:.1f}",
+            median(per_round) >= PARALLEL_TARGET,
+            rounds=per_round,
+        )
+    )
+    section.notes.append(
+        "The kernel spreads connections over the receivers by a hash of their addresses, "
+        "so 4 senders may land 2+2 or 3+1 on 2 receivers; the median over rounds smooths it."
     )
     return section
 

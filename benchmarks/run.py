@@ -36,6 +36,7 @@ BENCHMARKS = {
     "pool": "benchmarks.pool:run",
     "browse": "benchmarks.browse:run",
     "receive": "benchmarks.receive:run",
+    "receive-parallel": "benchmarks.receive:run_parallel",
     "rss": "benchmarks.receive:run_rss",
     "retrieve": "benchmarks.retrieve:run",
     "dicomweb": "benchmarks.dicomweb:run",

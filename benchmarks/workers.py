@@ -324,8 +324,11 @@ def _rss() -> int:
 
 
 @worker("recv-adn")
-def recv_adn(port: int, out: str, expect: int, timeout: float = 300) -> dict[str, Any]:
-    """StorageServer + DiskStorage (defaults), consuming the receive stream."""
+def recv_adn(
+    port: int, out: str, expect: int, timeout: float = 300, workers: int = 1
+) -> dict[str, Any]:
+    """StorageServer + DiskStorage (defaults; ``workers`` receiver processes),
+    consuming the receive stream."""
     import anyio
 
     from aiodicomnet.server import StorageServer
@@ -335,7 +338,8 @@ def recv_adn(port: int, out: str, expect: int, timeout: float = 300) -> dict[str
         count = 0
         size = 0
         first = last = 0.0
-        async with StorageServer("ADNRECV", port=port, storage=DiskStorage(out)) as scp:
+        storage = DiskStorage(out)
+        async with StorageServer("ADNRECV", port=port, storage=storage, workers=workers) as scp:
             ready()
             with anyio.fail_after(timeout):
                 async for instance in scp:

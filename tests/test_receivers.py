@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from tests.data import make_series, write_files
 from tests.peers.dcmtk import dcmtk_tool
 from tests.test_server import eventually
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT: Linux only")
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="receiver processes: Unix only")
 
 
 def receiver_pids(server: adn.StorageServer) -> list[int]:

@@ -108,17 +108,6 @@ class _Server(AssociationServer):
         """Nothing: pynetdicom calls ``gc.collect()`` here every 60 polls."""
 
 
-class _SharedPortServer(_Server):
-    """A server whose listening socket shares its port with other processes' (SO_REUSEPORT):
-    the kernel spreads new connections over them (:mod:`.receivers`)."""
-
-    def server_bind(self) -> None:
-        sock = self.socket
-        assert sock is not None
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-
 @dataclass
 class _Waiting:
     """A connection whose A-ASSOCIATE-RQ has not fully arrived."""
@@ -148,8 +137,9 @@ class Acceptor:
         contexts: the presentation contexts to accept (shared, never deep-copied).
         handlers: pynetdicom event handlers bound to every association.
         name: the accept thread's name.
-        share_port: set ``SO_REUSEPORT``, so that other processes listen on
-            the same port and the kernel spreads connections over them (Linux).
+        handoff: take connections from this Unix socket (file descriptors
+            another process accepted and sent, :mod:`.receivers`) instead of
+            listening on ``address`` (then only the label of :attr:`port`).
     """
 
     def __init__(
@@ -160,22 +150,27 @@ class Acceptor:
         handlers: Sequence[Any],
         *,
         name: str,
-        share_port: bool = False,
+        handoff: socket.socket | None = None,
     ) -> None:
         self._ae = ae
         server: Any = ae.make_server(
-            address,
+            address if handoff is None else ("127.0.0.1", 0),
             contexts=SharedContexts(contexts),
             evt_handlers=list(handlers),
-            server_class=_SharedPortServer if share_port else _Server,
+            server_class=_Server,
         )
         self._server = server
+        self._handoff = handoff
         self._waiting: dict[socket.socket, _Waiting] = {}
         self._stopping = False
         self._warned_full = False
         try:
             server.socket.setblocking(False)  # accept only when the selector says so
             self.port = int(server.server_address[1])
+            if handoff is not None:
+                server.socket.close()  # connections come through the handoff socket
+                handoff.setblocking(False)
+                self.port = address[1]
             self._wake_r, self._wake_w = socket.socketpair()
         except BaseException:
             server.server_close()
@@ -195,12 +190,17 @@ class Acceptor:
     def _serve(self) -> None:
         try:
             with selectors.DefaultSelector() as selector:
-                selector.register(self._server.socket, selectors.EVENT_READ)
+                if self._handoff is None:
+                    selector.register(self._server.socket, selectors.EVENT_READ)
+                else:
+                    selector.register(self._handoff, selectors.EVENT_READ)
                 selector.register(self._wake_r, selectors.EVENT_READ)
                 while not self._stopping:
                     for key, _ in selector.select(self._until_next_deadline()):
                         if key.fileobj is self._server.socket:
                             self._accept(selector)
+                        elif key.fileobj is self._handoff:
+                            self._adopt(selector)
                         elif isinstance(key.data, _Waiting):
                             self._receive(selector, key.data)
                     self._expire(selector)
@@ -227,13 +227,40 @@ class Acceptor:
             except OSError as exc:  # e.g. out of file descriptors: try again later
                 LOGGER.warning("accept failed on port %d: %s", self.port, exc)
                 return
-            if len(self._waiting) >= MAX_WAITING:
-                self._make_room(selector)
-            sock.setblocking(False)
-            deadline = time.monotonic() + (acse if acse is not None else float("inf"))
-            waiting = _Waiting(sock, address, deadline)
-            self._waiting[sock] = waiting
-            selector.register(sock, selectors.EVENT_READ, waiting)
+            self._wait_for_request(selector, sock, address, acse)
+
+    def _wait_for_request(
+        self, selector: selectors.BaseSelector, sock: socket.socket, address: Any, acse: Any
+    ) -> None:
+        if len(self._waiting) >= MAX_WAITING:
+            self._make_room(selector)
+        sock.setblocking(False)
+        deadline = time.monotonic() + (acse if acse is not None else float("inf"))
+        waiting = _Waiting(sock, address, deadline)
+        self._waiting[sock] = waiting
+        selector.register(sock, selectors.EVENT_READ, waiting)
+
+    def _adopt(self, selector: selectors.BaseSelector) -> None:
+        """Take the connections another process accepted and sent (one per byte)."""
+        assert self._handoff is not None
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._handoff, 1, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data and not fds:  # the sending process is gone: no more connections
+                selector.unregister(self._handoff)
+                return
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                try:
+                    address = sock.getpeername()
+                except OSError:  # closed by its peer on the way
+                    sock.close()
+                    continue
+                self._wait_for_request(selector, sock, address, self._ae.acse_timeout)
 
     def _make_room(self, selector: selectors.BaseSelector) -> None:
         oldest = next(iter(self._waiting.values()))  # dicts keep insertion order

@@ -3,9 +3,12 @@
 One Python process receives on one core: pynetdicom's per-PDU work, the
 check of each data set and the storage all hold the GIL, so a Storage SCP
 that several senders feed at once gains nothing from more threads.  With
-``workers=N`` the server starts N receiver processes that listen on the same
-port (``SO_REUSEPORT``: the kernel spreads new connections over them).  Each
-runs the usual accept loop and associations, checks and stores what it
+``workers=N`` the server starts N receiver processes.  The server keeps the
+listening socket and accepts; each new connection goes, in turn, to the
+next receiver (its file descriptor sent over a Unix socket, ``SCM_RIGHTS``),
+so N senders are spread evenly over N receivers (``SO_REUSEPORT`` would
+hash them: 4 senders on 2 processes land 3+1 or 4+0 more often than 2+2).
+Each receiver runs the usual request check and associations, checks and stores what it
 receives with the server's :class:`~aiodicomnet.storage.Storage` (which must
 therefore be picklable: :class:`~aiodicomnet.storage.DiskStorage`,
 :class:`~aiodicomnet.storage.MemoryStorage` or a subclass of them), then
@@ -27,8 +30,9 @@ the server logs the loss and lists it in
 
 Each receiver is a new interpreter (``python -c``, so the application's
 ``__main__`` is never imported again, as multiprocessing's spawn would),
-linked to the server by a socket pair framed by ``multiprocessing.connection``;
-its first message is the :class:`ReceiverSpec`.  Messages:
+linked to the server by two socket pairs: one for messages (framed by
+``multiprocessing.connection``; the first is the :class:`ReceiverSpec`), one
+for the connections handed over.  Messages:
 receiver -> server ``("ready", port)``, ``("deliver", id, instance)``,
 ``("stopped", None)``; server -> receiver ``("done", id)``,
 ``("refused", id, resource_error, message)``, ``("stop", grace)``.
@@ -41,6 +45,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -62,13 +67,12 @@ from .acceptor import Acceptor
 from .incoming import handle_store
 from .patches import CONN_OPEN_HANDLER
 
-__all__ = ["SHARED_PORTS", "ReceiverPool", "ReceiverSpec", "receiver_main"]
+__all__ = ["HANDOFF", "ReceiverPool", "ReceiverSpec", "receiver_main"]
 
 LOGGER = logging.getLogger("aiodicomnet.server.workers")
 
-#: Whether several processes can listen on one port here (Linux's SO_REUSEPORT
-#: balances connections over them).
-SHARED_PORTS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+#: Whether accepted connections can be handed to another process here (Unix).
+HANDOFF = hasattr(socket, "send_fds") and os.name == "posix"
 
 #: How long a receiver may take to start (a new interpreter importing pydicom
 #: and pynetdicom, then listening).
@@ -198,8 +202,8 @@ class _ServerLink:
             reply.event.set()
 
 
-def receiver_main(spec: ReceiverSpec, conn: Connection) -> None:
-    """A receiver process: listen on the shared port until told to stop."""
+def receiver_main(spec: ReceiverSpec, conn: Connection, handoff: socket.socket) -> None:
+    """A receiver process: take the connections handed over until told to stop."""
     logging.basicConfig(level=logging.WARNING, format=f"receiver {spec.index}: %(message)s")
     incoming.number_associations_from((spec.index + 1) * ASSOCIATION_ID_STRIDE)
     storage = spec.storage.bind()
@@ -222,7 +226,7 @@ def receiver_main(spec: ReceiverSpec, conn: Connection) -> None:
         spec.contexts,
         [CONN_OPEN_HANDLER, (evt.EVT_C_STORE, on_c_store)],
         name=f"aiodicomnet-receiver-{spec.index}",
-        share_port=True,
+        handoff=handoff,
     )
     acceptor.start()
 
@@ -246,10 +250,12 @@ class _Receiver:
     index: int
     process: subprocess.Popen[bytes]
     conn: Connection
+    handoff: socket.socket
     thread: threading.Thread | None = None
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     stopped: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
+    dead: bool = False
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.send_lock:
@@ -257,11 +263,11 @@ class _Receiver:
 
 
 class ReceiverPool:
-    """N receiver processes on one port, delivering to ``deliver`` in this process.
+    """N receiver processes behind one listening socket, delivering to ``deliver`` here.
 
     The same face as :class:`~.acceptor.Acceptor` for the server (``port``,
     ``stop``, ``finish``, ``associations``).  Start it in a thread (it waits
-    for the processes to listen).
+    for the processes to be ready).
 
     Args:
         spec: the receivers' configuration (``index`` and ``port`` are set here).
@@ -284,17 +290,23 @@ class ReceiverPool:
         #: (receiver index, exit code) of receivers that ended unexpectedly.
         self.lost: list[tuple[int, int | None]] = []
         self._receivers: list[_Receiver] = []
-        with _reserved_port(spec.host, spec.port) as port:
-            self.port = port
-            try:
-                for index in range(workers):
-                    child = dataclasses.replace(spec, index=index, port=port)
-                    self._receivers.append(_launch(child))
-                for receiver in self._receivers:
-                    self._wait_ready(receiver)
-            except BaseException:
-                self._kill_all()
-                raise
+        self._next = 0
+        self._stopping = False
+        family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+        self._listener = socket.create_server((spec.host, spec.port), family=family, backlog=128)
+        self.port = int(self._listener.getsockname()[1])
+        self._wake_r, self._wake_w = socket.socketpair()
+        try:
+            for index in range(workers):
+                self._receivers.append(
+                    _launch(dataclasses.replace(spec, index=index, port=self.port))
+                )
+            for receiver in self._receivers:
+                self._wait_ready(receiver)
+        except BaseException:
+            self._kill_all()
+            self._close_listener()
+            raise
         for receiver in self._receivers:
             receiver.thread = threading.Thread(
                 target=self._serve,
@@ -303,6 +315,10 @@ class ReceiverPool:
                 daemon=True,
             )
             receiver.thread.start()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"aiodicomnet-receivers:{self.port}", daemon=True
+        )
+        self._accept_thread.start()
 
     def _wait_ready(self, receiver: _Receiver) -> None:
         if not receiver.conn.poll(START_TIMEOUT):
@@ -317,8 +333,48 @@ class ReceiverPool:
         if kind != "ready":  # pragma: no cover - protocol error
             raise RuntimeError(f"receiver process {receiver.index} said {kind!r}")
 
+    # -- accepting (its own thread) ------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            self._listener.setblocking(False)
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self._listener:
+                        self._accept()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: try again later
+                LOGGER.warning("accept failed on port %d: %s", self.port, exc)
+                return
+            with conn:
+                self._hand_over(conn)
+
+    def _hand_over(self, conn: socket.socket) -> None:
+        """Send ``conn`` to the next live receiver (round robin); our copy is closed after."""
+        for _ in range(len(self._receivers)):
+            receiver = self._receivers[self._next % len(self._receivers)]
+            self._next += 1
+            if receiver.dead:
+                continue
+            try:
+                socket.send_fds(receiver.handoff, [b"\0"], [conn.fileno()])
+                return
+            except OSError:
+                receiver.dead = True  # its end closed: it is gone (reported by _serve)
+        LOGGER.error("no receiver process left on port %d: connection closed", self.port)
+
+    # -- deliveries (a thread per receiver) ---------------------------------------------
+
     def _serve(self, receiver: _Receiver) -> None:
-        """Deliver what one receiver hands over, answer it; notice its end (a thread)."""
+        """Deliver what one receiver hands over, answer it; notice its end."""
         conn = receiver.conn
         while True:
             try:
@@ -343,6 +399,7 @@ class ReceiverPool:
                 break
         receiver.stopped.set()
         if not receiver.stopping:
+            receiver.dead = True
             with contextlib.suppress(subprocess.TimeoutExpired):
                 receiver.process.wait(1.0)
             code = receiver.process.returncode
@@ -354,14 +411,27 @@ class ReceiverPool:
                 code,
             )
 
+    # -- stopping (any thread) ------------------------------------------------------------
+
     def associations(self) -> list[Any]:
         """Associations of this process: none (they live in the receivers)."""
         return []
 
     def stop(self) -> None:
-        """Stop (the receivers are told in :meth:`finish`, with the time left)."""
+        """Stop accepting and close the listening socket (the receivers are told in
+        :meth:`finish`, with the time left)."""
+        self._stopping = True
         for receiver in self._receivers:
             receiver.stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        if self._accept_thread.is_alive():
+            self._accept_thread.join()
+        self._close_listener()
+
+    def _close_listener(self) -> None:
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
 
     def finish(self, deadline: float, grace: float) -> None:
         """Wait (bounded) for the receivers to finish, then end those that did not."""
@@ -387,6 +457,7 @@ class ReceiverPool:
             receiver.stopping = True
             with contextlib.suppress(OSError):
                 receiver.conn.close()
+            receiver.handoff.close()
             if receiver.process.poll() is None:
                 receiver.process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -395,60 +466,51 @@ class ReceiverPool:
 
 def _launch(spec: ReceiverSpec) -> _Receiver:
     """Start one receiver: a new interpreter running :func:`_child` (never the
-    application's ``__main__``, unlike multiprocessing's spawn), its pipe a socket
-    pair, its first message the spec."""
+    application's ``__main__``, unlike multiprocessing's spawn), linked by two
+    socket pairs (messages, connections); its first message is the spec."""
     ours, theirs = socket.socketpair()
+    handoff, their_handoff = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fds = (theirs.fileno(), their_handoff.fileno())
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
+            [sys.executable, "-c", _CHILD_CODE, *map(str, fds)],
+            pass_fds=fds,
             env=env,
             stdin=subprocess.DEVNULL,
         )
     except BaseException:
         ours.close()
+        handoff.close()
         raise
     finally:
         theirs.close()
+        their_handoff.close()
     conn = Connection(ours.detach())
-    receiver = _Receiver(spec.index, process, conn)
+    receiver = _Receiver(spec.index, process, conn, handoff)
     try:
         receiver.send(("spec", spec))
     except (OSError, ValueError) as exc:
         process.kill()
         process.wait()
         conn.close()
+        handoff.close()
         raise RuntimeError(f"receiver process {spec.index} could not be started: {exc}") from exc
     return receiver
 
 
 _CHILD_CODE = (
-    "import sys; from aiodicomnet._dimse.receivers import _child; _child(int(sys.argv[1]))"
+    "import sys; from aiodicomnet._dimse.receivers import _child; "
+    "_child(int(sys.argv[1]), int(sys.argv[2]))"
 )
 
 
-def _child(fd: int) -> None:
+def _child(fd: int, handoff_fd: int) -> None:
     """A receiver process's entry point: read the spec, then :func:`receiver_main`."""
     conn = Connection(fd)
     kind, spec = conn.recv()
     if kind != "spec":  # pragma: no cover - protocol error
         raise SystemExit(f"receiver: expected the spec, got {kind!r}")
-    receiver_main(spec, conn)
-
-
-@contextlib.contextmanager
-def _reserved_port(host: str, port: int) -> Any:
-    """Bind (not listen) a shared-port socket so that port 0 becomes a fixed one for
-    every receiver; closed once they listen."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        yield int(sock.getsockname()[1])
-    finally:
-        sock.close()
+    receiver_main(spec, conn, socket.socket(fileno=handoff_fd))
