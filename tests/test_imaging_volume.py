@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 import aiodicomnet as adn
 from aiodicomnet.imaging import Volume, load_volume_from, volume_from
@@ -31,7 +33,7 @@ from aiodicomnet.imaging.errors import (
     NotAnImage,
     PixelDataError,
 )
-from aiodicomnet.storage import IncomingInstance, MemoryStorage
+from aiodicomnet.storage import DiskStorage, IncomingInstance, MemoryStorage
 from tests.test_imaging_data import BONE, phantom_ct, phantom_hu, sitk_series, write_series
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,8 +104,22 @@ def _part10(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["dataset", "bytes", "incoming", "received"])
-def test_every_kind_of_source_gives_the_same_volume(kind: str) -> None:
+def _deflated(ds: Dataset) -> IncomingInstance:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    data = compressor.compress(_encoded(ds)) + compressor.flush()
+    return IncomingInstance(
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax_uid=DeflatedExplicitVRLittleEndian,
+        encoded=data,
+    )
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["dataset", "bytes", "incoming", "deflated", "received", "received-deflated", "received-on-disk"],
+)
+def test_every_kind_of_source_gives_the_same_volume(kind: str, tmp_path: Path) -> None:
     series = phantom_ct()
     if kind == "dataset":
         items: list[object] = list(series)
@@ -111,9 +127,18 @@ def test_every_kind_of_source_gives_the_same_volume(kind: str) -> None:
         items = [_part10(ds) for ds in series]
     elif kind == "incoming":
         items = [_incoming(ds) for ds in series]
-    else:
+    elif kind == "deflated":
+        items = [_deflated(ds) for ds in series]
+    elif kind == "received":
         storage = MemoryStorage()
         items = [storage.store(_incoming(ds)) for ds in series]
+    elif kind == "received-deflated":
+        storage = MemoryStorage()
+        items = [storage.store(_deflated(ds)) for ds in series]
+    else:
+        disk = DiskStorage(tmp_path)
+        items = [disk.store(_incoming(ds)) for ds in series]
+        assert all(i.path is not None and not i.in_memory for i in items)  # type: ignore[attr-defined]
     volume = volume_from(items)  # type: ignore[arg-type]
     assert np.array_equal(volume.voxels, phantom_hu(12, 24, 20))
     assert volume.spacing == pytest.approx((2.5, 0.7, 0.8), abs=1e-4)
