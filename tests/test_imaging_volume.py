@@ -117,7 +117,15 @@ def _deflated(ds: Dataset) -> IncomingInstance:
 
 @pytest.mark.parametrize(
     "kind",
-    ["dataset", "bytes", "incoming", "deflated", "received", "received-deflated", "received-on-disk"],
+    [
+        "dataset",
+        "bytes",
+        "incoming",
+        "deflated",
+        "received",
+        "received-deflated",
+        "received-on-disk",
+    ],
 )
 def test_every_kind_of_source_gives_the_same_volume(kind: str, tmp_path: Path) -> None:
     series = phantom_ct()
