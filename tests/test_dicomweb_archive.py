@@ -197,3 +197,13 @@ def test_client_and_archive_on_trio(tmp_path: Path) -> None:
                 await client.find(wrong, Query.study())
 
     trio.run(scenario)
+
+
+async def test_browse_a_dicomweb_node(web_archive: WebArchive, clean: None) -> None:
+    async with adn.Client("ADNTEST") as client:
+        tree = await adn.browse(client, web_archive.web, Query.patient(PatientID="PAT003"))  # type: ignore[arg-type]
+    [patient] = tree.patients
+    assert (patient.patient_id, patient.patient_name) == ("PAT003", "Müller^Jürgen")
+    assert len(patient.studies) == 2
+    assert all(len(study.series) == 2 for study in patient.studies)
+    assert all(s.instances == 3 for study in patient.studies for s in study.series)
