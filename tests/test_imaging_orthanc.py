@@ -336,3 +336,19 @@ def test_itk_example_demo() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "(40, 64, 64) (z, y, x)" in proc.stdout
+
+
+async def test_cancelled_while_retrieving(on_orthanc: OrthancServer, no_leaks: Any) -> None:
+    """Cancelled at the first C-GET response: nothing is left behind, and the same
+    client loads the series right after."""
+    import anyio
+
+    query = series_query(SeriesDescription=DESCRIPTION)
+    async with adn.Client("ADNTEST") as client:
+        with anyio.CancelScope() as scope:
+            await adn.load_volume(
+                client, on_orthanc.node, query, on_progress=lambda _: scope.cancel()
+            )
+        assert scope.cancelled_caught
+        volume = await adn.load_volume(client, on_orthanc.node, query)
+    assert volume.shape == (12, 24, 20)
