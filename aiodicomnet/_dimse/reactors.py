@@ -47,6 +47,7 @@ import logging
 import queue
 import selectors
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -179,6 +180,8 @@ def _wait(
     if getattr(assoc_sock, "_adn_pending", None):
         return  # bytes read before pynetdicom took the socket over: not in the kernel
     raw: socket.socket | None = getattr(assoc_sock, "socket", None)
+    if isinstance(raw, ssl.SSLSocket) and raw.pending():
+        return  # decrypted bytes waiting in the TLS layer, not in the kernel
     usable = raw is not None and getattr(assoc_sock, "_is_connected", False) and raw.fileno() >= 0
     if watched and (not usable or watched[0] is not raw):
         with contextlib.suppress(KeyError, ValueError, OSError):
