@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.parser
+import ssl
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import trustme
 from anyio.abc import SocketStream
 
 import aiodicomnet as adn
@@ -443,3 +446,58 @@ async def test_one_failing_series_of_a_study_fails_the_retrieve_typed(no_leaks: 
             await client.retrieve(adn.Node.web(peer.url), Query.study(StudyInstanceUID=STUDY_UID))
     assert info.value.status_code == 503
     assert len(peer.requests) == 3  # the search, then both series at once
+
+
+# -- TLS, extra headers, service URLs -------------------------------------------------------
+
+
+async def _empty(request: Request, stream: SocketStream) -> None:
+    await respond_json(stream, [])
+
+
+async def test_tls_server_verification(tmp_path: Path, no_leaks: Any) -> None:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    async with http_peer(_empty, tls=server) as peer, adn.Client(timeouts=FAST) as client:
+        assert peer.url.startswith("https://")
+        trusted = adn.Node.web(peer.url, verify=str(bundle))
+        assert await client.find(trusted, Query.study()) == []
+        with pytest.raises(adn.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as info:
+            await client.find(adn.Node.web(peer.url), Query.study())  # the system's CAs
+        _not_httpx(info.value)
+        assert await client.find(adn.Node.web(peer.url, verify=False), Query.study()) == []
+
+
+async def test_tls_client_certificate(tmp_path: Path, no_leaks: Any) -> None:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    ca.configure_trust(server)
+    server.verify_mode = ssl.CERT_REQUIRED  # no certificate, no service
+    bundle, mine = tmp_path / "ca.pem", tmp_path / "client.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    ca.issue_cert("workstation@example.org").private_key_and_cert_chain_pem.write_to_path(str(mine))
+    async with http_peer(_empty, tls=server) as peer, adn.Client(timeouts=FAST) as client:
+        node = adn.Node.web(peer.url, verify=str(bundle), cert=str(mine))
+        assert await client.find(node, Query.study()) == []
+        with pytest.raises(adn.DicomError) as info:
+            await client.find(adn.Node.web(peer.url, verify=str(bundle)), Query.study())
+        _not_httpx(info.value)
+    assert len(peer.requests) == 1  # the request without a certificate never got through
+
+
+async def test_headers_and_a_separate_qido_url(no_leaks: Any) -> None:
+    async with http_peer(_empty) as peer, adn.Client(timeouts=FAST) as client:
+        node = adn.Node.web(
+            peer.url,
+            qido_url=peer.url.replace("/dicom-web", "/qido"),
+            headers={"X-Tenant": "radiology"},
+        )
+        await client.echo(node)
+        await client.find(node, Query.series(Modality="CT"))
+    assert [r.path for r in peer.requests] == ["/qido/studies", "/qido/series"]
+    assert all(r.headers["x-tenant"] == "radiology" for r in peer.requests)
+    assert all(r.headers["user-agent"] == "aiodicomnet" for r in peer.requests)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 from anyio.abc import SocketStream
+from anyio.streams.tls import TLSListener
 from pydicom.dataset import Dataset
 
 __all__ = [
@@ -106,13 +108,20 @@ async def _read_request(stream: SocketStream) -> Request | None:
 
 
 @asynccontextmanager
-async def http_peer(handler: Handler) -> AsyncIterator[HttpPeer]:
-    """Serve ``handler`` on a free loopback port for the duration of the block."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    peer = HttpPeer(f"http://127.0.0.1:{port}/dicom-web")
+async def http_peer(
+    handler: Handler, *, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[HttpPeer]:
+    """Serve ``handler`` on a free loopback port for the duration of the block
+    (over TLS with the server context ``tls``: then the URL is ``https://localhost``)."""
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener: Any = tcp
+    if tls is not None:
+        listener = TLSListener(tcp, tls, standard_compatible=False)
+    scheme, host = ("https", "localhost") if tls is not None else ("http", "127.0.0.1")
+    peer = HttpPeer(f"{scheme}://{host}:{port}/dicom-web")
 
-    async def serve(stream: SocketStream) -> None:
+    async def serve(stream: Any) -> None:
         async with stream:
             request = await _read_request(stream)
             if request is None:
