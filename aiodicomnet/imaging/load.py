@@ -8,20 +8,22 @@ A recipe over :class:`~aiodicomnet.Client`, like :func:`~aiodicomnet.browse`
                                        SeriesDescription="AXIAL*")
     )
 
-Importing this module needs nothing beyond aiodicomnet itself: numpy and the
-rest of the ``imaging`` extra are imported when :func:`load_volume` runs
-(before anything goes on the wire), and their absence raises
-:class:`~aiodicomnet.imaging.errors.MissingExtra` naming the extra.
+Importing this module needs nothing beyond aiodicomnet itself: numpy is
+looked for when :func:`load_volume` starts (its absence raises
+:class:`~aiodicomnet.imaging.errors.MissingExtra` naming the extra, before
+anything goes on the wire) and imported in the worker thread that builds the
+volume, never on the event loop.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
+from .._dimse.bridge import run_in_thread
 from ..errors import IncompleteRetrieve, QueryError
 from ..query import Query, QueryLike
 from ..storage import MemoryStorage, ReceivedInstance
@@ -37,12 +39,23 @@ if TYPE_CHECKING:
 __all__ = ["load_volume"]
 
 
-def _volume_module() -> Any:
+def _check_numpy() -> None:
+    """Raise :class:`MissingExtra` now if numpy is missing, without importing it here:
+    a first import of numpy takes a few hundred milliseconds, not to be spent on the
+    event loop (the volume, and so the import, is made in a worker thread)."""
     try:
-        return importlib.import_module("aiodicomnet.imaging.volume")
-    except ModuleNotFoundError as exc:
-        missing = (exc.name or "numpy").split(".")[0]
-        raise MissingExtra("loading a volume", (missing,)) from exc
+        found = importlib.util.find_spec("numpy") is not None
+    except (ValueError, ImportError):  # a None entry in sys.modules: blocked
+        found = False
+    if not found:
+        raise MissingExtra("loading a volume", ("numpy",))
+
+
+def _build(instances: list[ReceivedInstance], dtype: Any, spacing_tolerance: float) -> Volume:
+    """The volume, in the worker thread (imports included)."""
+    from .volume import volume_from
+
+    return volume_from(instances, dtype=dtype, spacing_tolerance=spacing_tolerance)
 
 
 def _describe(ds: Dataset) -> str:
@@ -98,7 +111,7 @@ async def load_volume(
             :mod:`aiodicomnet.imaging.errors`).
         DicomError: any network failure, as the client raises it.
     """
-    volumes = _volume_module()
+    _check_numpy()
     if isinstance(query, str):
         query = Query.series(SeriesInstanceUID=query)
     elif isinstance(query, Dataset):
@@ -150,7 +163,6 @@ async def load_volume(
     arrived = {i.sop_instance_uid for i in instances}
     if not expected <= arrived:
         raise IncompleteRetrieve(len(expected), len(expected & arrived), node=node)
-    volume: Volume = await volumes.load_volume_from(
-        instances, dtype=dtype, spacing_tolerance=spacing_tolerance
+    return await run_in_thread(
+        _build, instances, dtype, spacing_tolerance, name="aiodicomnet-volume"
     )
-    return volume
