@@ -464,3 +464,16 @@ async def test_metadata_and_thumbnail(web_orthanc: WebOrthanc, no_leaks: Any) ->
     assert all("7FE00010" in ds.bulk_data_uris for ds in meta)  # pixel data by reference
     assert jpeg[:2] == b"\xff\xd8"
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_retrieve_in_an_explicit_transfer_syntax(
+    web_orthanc: WebOrthanc, no_leaks: Any
+) -> None:
+    target = web_orthanc.big[5]
+    implicit = "1.2.840.10008.1.2"
+    node = adn.Node.web(web_orthanc.web.url, transfer_syntax=implicit)
+    async with adn.Client("ADNTEST") as client:
+        [got] = await client.retrieve(node, Query.image(SOPInstanceUID=target.SOPInstanceUID))
+        ds = await got.load_dataset()
+    assert got.transfer_syntax_uid == implicit != target.file_meta.TransferSyntaxUID
+    assert ds.PixelData == target.PixelData
