@@ -34,6 +34,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1
 from pynetdicom import AE, evt
 
@@ -47,7 +48,7 @@ from aiodicomnet.query import Query
 from aiodicomnet.server import StorageServer
 from aiodicomnet.storage import DiskStorage
 from aiodicomnet.transfer_syntaxes import NATIVE
-from tests.data import uid
+from tests.data import make_dataset, uid
 from tests.peers.dcmtk import DcmQrScp, StoreScp, dcmtk_tool
 from tests.peers.orthanc import OrthancServer
 from tests.peers.util import PeerProcess, free_port, wait_for_port
@@ -499,6 +500,34 @@ def test_to_syntax_without_decoders_names_the_extra(
     monkeypatch.setattr(type(decoder), "is_available", property(lambda self: False))
     with pytest.raises(TranscodeError, match=r"aiodicomnet\[codecs\]"):
         to_syntax(held["jpeg-lossless"].path, ExplicitVRLittleEndian)
+
+
+def test_to_syntax_swaps_words_at_every_depth(tmp_path: Path) -> None:
+    """Big endian made by DCMTK, back to little endian here: OW and OF values, nested too."""
+    ds = dcmread(make_dataset_file(tmp_path / "le.dcm"))
+    icon = Dataset()
+    icon.Rows = icon.Columns = 4
+    icon.BitsAllocated = icon.BitsStored = 16
+    icon.HighBit = 15
+    icon.PixelRepresentation = 0
+    icon.SamplesPerPixel = 1
+    icon.PhotometricInterpretation = "MONOCHROME2"
+    icon.PixelData = bytes(range(32))
+    ds.IconImageSequence = [icon]
+    ds.add_new(0x00660016, "OF", bytes(range(100, 116)))  # Point Coordinates Data
+    ds.save_as(tmp_path / "le.dcm", enforce_file_format=True)
+    dcmtk_tool("dcmconv", "+tb", tmp_path / "le.dcm", tmp_path / "be.dcm", check=True)
+    back = to_syntax(tmp_path / "be.dcm", ExplicitVRLittleEndian)
+    assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert back.PixelData == ds.PixelData
+    assert back.IconImageSequence[0].PixelData == bytes(range(32))
+    assert back[0x00660016].value == bytes(range(100, 116))
+    assert back.Rows == ds.Rows and back.RescaleIntercept == ds.RescaleIntercept
+
+
+def make_dataset_file(path: Path) -> Path:
+    make_dataset(rows=8, columns=8).save_as(path, enforce_file_format=True)
+    return path
 
 
 def test_get_contexts_give_each_compressed_syntax_a_context_within_128() -> None:

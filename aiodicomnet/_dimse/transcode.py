@@ -185,15 +185,10 @@ def to_syntax(source: Dataset | str | os.PathLike[str], transfer_syntax: str) ->
     ds = copy.deepcopy(ds)
     if held not in _NATIVE:
         _decompress(ds, held)
-    source_little = held_little_endian(ds)
+    source_little = UID(held_syntax(ds)).is_little_endian
     if source_little != target.is_little_endian:
         _swap_words(ds, source_little)
     return _reencode(ds, target)
-
-
-def held_little_endian(ds: Dataset) -> bool:
-    """Whether the values of ``ds`` are in little-endian byte order as held."""
-    return UID(held_syntax(ds)).is_little_endian
 
 
 def _decompress(ds: Dataset, held: UID) -> None:
