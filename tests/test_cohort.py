@@ -265,6 +265,37 @@ def test_cohort_killed_and_resumed(two_orthancs: tuple[Any, Any], tmp_path: Path
     assert {"type": "planned", "studies": 0} in [json.loads(x) for x in third.stdout.splitlines()]
 
 
+def test_ctrl_c_stops_the_cli_with_a_manifest(
+    two_orthancs: tuple[Any, Any], tmp_path: Path
+) -> None:
+    a, b = two_orthancs
+    cohort = make_cohort(a, b, "INT")
+    listing = write_list(tmp_path / "cohort.csv", cohort.rows)
+    output = tmp_path / "out"
+    env = {**os.environ, "AIODICOMNET_DEID_KEY": KEY, "AIODICOMNET_CONFIG": str(tmp_path / "c")}
+    command = cli(
+        "cohort", str(listing), str(a.node), str(b.node), "-o", str(output), "--per-node", "1",
+        "--json",
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line)["type"] == "study":
+                proc.send_signal(signal.SIGINT)  # Ctrl-C after the first study
+                break
+        _, errors = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, errors.decode(errors="replace")
+    manifest = read_manifest(output)
+    assert len(manifest) == 21  # every row accounted for, finished or not
+    assert "pending" in {r["status"] for r in manifest}
+    assert not any((output / ".cohort" / "staging").glob("*"))  # the cancelled attempts cleaned
+
+
 async def test_resume_fetches_again_a_study_whose_file_was_damaged(
     two_orthancs: tuple[Any, Any], tmp_path: Path
 ) -> None:
