@@ -447,6 +447,22 @@ async def test_client_get_from_orthanc(
     check_received(_as_dataset(got[0]), h)
 
 
+@pytest.mark.orthanc
+@pytest.mark.parametrize("name", NAMES)
+async def test_client_retrieve_from_orthanc_into_a_storage_server(
+    name: str, held: dict[str, Held], orthanc_held: OrthancServer
+) -> None:
+    """Orthanc's C-MOVE sub-operations into our Storage SCP: each as Orthanc holds it."""
+    h = held[name]
+    async with StorageServer("TSFROMORTHANC") as server, Client("TSCLIENT") as client:
+        await anyio.to_thread.run_sync(
+            orthanc_held.add_modality, "tsfromorthanc", "TSFROMORTHANC", HOST, server.port
+        )
+        got = await client.retrieve(orthanc_held.node, image_query(h), via=server)
+    assert len(got) == 1
+    check_received(_as_dataset(got[0]), h)
+
+
 # -- the StorageServer receiving ------------------------------------------------------------
 
 
