@@ -201,6 +201,13 @@ def test_burned_in_policy() -> None:
     assert out.PatientIdentityRemoved == "NO"
 
 
+def test_the_key_is_not_shown() -> None:
+    from aiodicomnet.research.cohort import CohortSettings, DeidSettings
+
+    settings = CohortSettings(output=Path("out"), deid=DeidSettings(key="very-secret-key"))
+    assert "very-secret-key" not in repr(settings)
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="key"):
         Deidentifier("")

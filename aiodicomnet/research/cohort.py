@@ -237,7 +237,7 @@ class DeidSettings:
             file outside the output tree), or ``None`` for none.
     """
 
-    key: str
+    key: str = field(repr=False)  # never in a log, a traceback or a task's repr
     shift_dates: bool = True
     burned_in: BurnedInPolicy = "refuse"
     keep: tuple[str, ...] = ()
