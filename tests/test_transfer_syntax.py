@@ -350,6 +350,42 @@ async def test_getscu_gets_the_held_syntax_from_the_archive(
     check_received(files[0], h)
 
 
+@pytest.mark.parametrize("reopened", [False, True], ids=["as-added", "reopened"])
+async def test_archive_holding_native_data_accepts_native_beside_jpeg(
+    held: dict[str, Held], tmp_path: Path, reopened: bool
+) -> None:
+    """getscu +xs proposes JPEG Lossless and the native syntaxes in one context.
+
+    Compressed first is the Storage SCP's default, but the Archive holds the
+    class uncompressed (counted as instances are added, or read from the
+    index when reopened): accepting JPEG would fail the sub-operation, as
+    nothing is compressed; a native syntax is accepted and the file goes.
+    """
+    h = held["explicit-le"]
+    await anyio.to_thread.run_sync((tmp_path / "got").mkdir)
+
+    async def getscu(archive: Archive) -> subprocess.CompletedProcess[str]:
+        return await tool(
+            "getscu", "-S", "-aec", archive.ae_title, "+xs", "-od", tmp_path / "got",
+            "-k", "QueryRetrieveLevel=SERIES",
+            "-k", f"StudyInstanceUID={h.study_instance_uid}",
+            "-k", f"SeriesInstanceUID={h.series_instance_uid}",
+            HOST, archive.port,
+        )  # fmt: skip
+
+    async with Archive("TSNATIVE", tmp_path / "archive") as archive:
+        await archive.add([h.path])
+        if not reopened:
+            result = await getscu(archive)
+    if reopened:
+        async with Archive("TSNATIVE", tmp_path / "archive") as archive:
+            result = await getscu(archive)
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = await anyio.to_thread.run_sync(lambda: list((tmp_path / "got").iterdir()))
+    assert len(files) == 1, result.stderr
+    check_received(files[0], h)
+
+
 @pytest.mark.parametrize("name", NAMES)
 async def test_movescu_moves_the_held_syntax_out_of_the_archive(
     name: str, held: dict[str, Held], archive: Archive, scp_all: StoreScp
