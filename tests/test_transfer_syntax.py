@@ -597,6 +597,23 @@ def test_get_contexts_give_each_compressed_syntax_a_context_within_128() -> None
             assert (sop, ts) in offered
 
 
+def test_store_contexts_keep_each_fallback_with_its_compressed_context() -> None:
+    """100 classes sent compressed need 200 contexts: two associations, fallbacks beside."""
+    pairs = [(f"1.2.3.{i}", JPEGLosslessSV1) for i in range(100)]
+    pairs += [("1.2.3.0", ExplicitVRLittleEndian)]
+    groups = _cx.store_context_groups(pairs)
+    assert len(groups) == 2
+    sent = [pair for _, keys in groups for pair in keys]
+    assert sorted(sent) == sorted(pairs)  # each pair in exactly one association
+    for contexts, keys in groups:
+        assert len(contexts) <= _cx.MAX_CONTEXTS
+        offered = {
+            (str(cx.abstract_syntax), str(ts)) for cx in contexts for ts in cx.transfer_syntax
+        }
+        for sop, _ in keys:
+            assert (sop, ExplicitVRLittleEndian) in offered, sop
+
+
 def test_accept_order_puts_the_held_syntax_first() -> None:
     default = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1]
     assert _cx.accept_order({JPEGLosslessSV1: 3}, default)[0] == JPEGLosslessSV1
