@@ -118,9 +118,11 @@ def held_syntax(ds: Dataset) -> str:
 def for_contexts(ds: Dataset, contexts: Iterable[Any], *, role: str = "scu") -> Dataset:
     """``ds`` as it can be sent on an association with these accepted ``contexts``.
 
-    ``ds`` itself when its transfer syntax was accepted for its SOP class (or
-    when nothing was accepted for the class at all: the sender then reports
-    the missing context as it always does); otherwise a converted copy (see
+    ``ds`` itself when its transfer syntax was accepted for its SOP class,
+    or another native syntax of the same byte order (pynetdicom's
+    ``send_c_store`` then encodes it in that one), or when nothing was
+    accepted for the class at all (the sender then reports the missing
+    context as it always does); otherwise a converted copy (see
     :func:`choose` and :func:`to_syntax`).
 
     Raises:
@@ -130,7 +132,7 @@ def for_contexts(ds: Dataset, contexts: Iterable[Any], *, role: str = "scu") -> 
     held = held_syntax(ds)
     sop_class = str(ds.get("SOPClassUID", ""))
     accepted = accepted_syntaxes(contexts, sop_class, role=role)
-    if not accepted or held in accepted:
+    if not accepted or held in accepted or _pynetdicom_converts(held, accepted):
         return ds
     target = choose(accepted, held)
     if target is None:
@@ -143,6 +145,18 @@ def for_contexts(ds: Dataset, contexts: Iterable[Any], *, role: str = "scu") -> 
             target=accepted[0],
         )
     return to_syntax(ds, target)
+
+
+def _pynetdicom_converts(held: str, accepted: list[str]) -> bool:
+    """Whether pynetdicom's ``send_c_store`` converts ``held`` to an accepted syntax itself.
+
+    It encodes a data set in the accepted syntax of the same byte order
+    (implicit/explicit VR, deflated or not): no need to encode it twice.
+    """
+    if held not in _NATIVE:
+        return False
+    little = UID(held).is_little_endian
+    return any(ts in _NATIVE and UID(ts).is_little_endian == little for ts in accepted)
 
 
 def to_syntax(source: Dataset | str | os.PathLike[str], transfer_syntax: str) -> Dataset:
