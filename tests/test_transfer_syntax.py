@@ -32,10 +32,16 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLosslessSV1,
+)
 from pynetdicom import AE, evt
 
 from aiodicomnet import Node
@@ -575,6 +581,19 @@ def test_to_syntax_swaps_words_at_every_depth(tmp_path: Path) -> None:
     assert back.IconImageSequence[0].PixelData == bytes(range(32))
     assert back[0x00660016].value == bytes(range(100, 116))
     assert back.Rows == ds.Rows and back.RescaleIntercept == ds.RescaleIntercept
+
+
+@pytest.mark.parametrize("name", ["explicit-le", "implicit-le", "deflate", "jpeg-ls", "rle"])
+def test_to_syntax_big_endian_is_read_right_by_dcmtk(
+    name: str, held: dict[str, Held], tmp_path: Path
+) -> None:
+    """Our big endian, turned back into little endian by DCMTK, has the original pixels."""
+    ds = to_syntax(held[name].path, ExplicitVRBigEndian)
+    ds.save_as(tmp_path / "be.dcm", enforce_file_format=True)
+    dcmtk_tool("dcmconv", "+te", tmp_path / "be.dcm", tmp_path / "le.dcm", check=True)
+    back = dcmread(tmp_path / "le.dcm")
+    assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert np.array_equal(back.pixel_array, held[name].pixels)
 
 
 def make_dataset_file(path: Path) -> Path:
