@@ -69,6 +69,9 @@ GET_COMPRESSED: tuple[str, ...] = (
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.4.51",  # JPEG Extended
     "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
     "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired; converted only by some SCPs)
 )
 
