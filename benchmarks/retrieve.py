@@ -41,7 +41,7 @@ from .common import (
     start_storescp,
 )
 
-TARGET = 1.2
+TARGET = 1.5
 
 
 def run(ws: Workspace, s: Settings) -> Section:

@@ -37,6 +37,8 @@ from .common import (
     total_bytes,
 )
 
+#: aiodicomnet's throughput against DCMTK storescu's on the same files.
+DCMTK_TARGET = 0.5
 TARGET = 0.95
 
 
@@ -114,7 +116,7 @@ def run(ws: Workspace, s: Settings) -> Section:
     ratio_check(raw, TARGET, "raw pynetdicom (defaults)")
     ratio_check(raw0, TARGET, "raw pynetdicom, max_pdu=0")
     ratio_check(raw_nd, TARGET, "raw pynetdicom, max_pdu=0 + TCP_NODELAY")
-    ratio_check(dcmtk, None, "DCMTK storescu")
+    ratio_check(dcmtk, DCMTK_TARGET, "DCMTK storescu")
     section.notes.append(
         "storescp's maximum PDU is its default, 16384 bytes, so every sender "
         "sends 16 KiB P-DATA PDUs whatever its own max_pdu; max_pdu only sets "
