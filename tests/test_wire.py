@@ -9,12 +9,17 @@ those bytes arrive unchanged, whatever the maximum PDU length it announced (4 Ki
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom.dsutils import split_dataset
 
 import aiodicomnet as adn
@@ -151,3 +156,47 @@ def test_read_file_to_send_refuses_what_is_not_part_10(tmp_path: Path) -> None:
     junk.write_bytes(b"not DICOM at all" * 10)
     with pytest.raises(ValueError):
         wire.read_file_to_send(junk)
+
+
+def odd_deflated_file(directory: Path) -> tuple[Path, bytes]:
+    """A Deflated Explicit VR Little Endian file whose deflated data set has odd length
+    and no padding (as dcmconv writes about half of them); returns it and the stream."""
+    for i in range(64):
+        ds = make_dataset(rows=8, columns=8)
+        ds.ImageComments = "x" * (2 * i)
+        encoded = DicomBytesIO()
+        encoded.is_little_endian, encoded.is_implicit_VR = True, False
+        write_dataset(encoded, ds)
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        stream = deflater.compress(encoded.getvalue()) + deflater.flush()
+        if len(stream) % 2:
+            break
+    else:  # pragma: no cover - 64 tries always give one
+        raise AssertionError("no odd-length deflated stream")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    header = DicomBytesIO()
+    header.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(header, meta, enforce_standard=True)
+    path = directory / "odd-deflate.dcm"
+    path.write_bytes(header.getvalue() + stream)
+    return path, stream
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize("max_pdu", [4096, 131072])
+async def test_an_odd_length_deflated_file_is_padded_to_even_length(
+    max_pdu: int, tmp_path: Path, no_leaks: Any
+) -> None:
+    """PS3.5 A.5: the deflated stream is padded with one 00H byte to an even length
+    (DCMTK's storescp aborts on an odd PDV fragment: "Odd Fragment Length")."""
+    path, stream = odd_deflated_file(tmp_path)
+    args = ["--bit-preserving", "--max-pdu", str(max_pdu)]
+    with StoreScp(tmp_path / "scp", extra_args=args) as scp:
+        async with adn.Client("WIRESCU") as client:
+            result = await client.store(scp.node, path)
+        assert result.ok, result.failed
+        (received,) = scp.received_files()
+        assert data_set_bytes(received) == stream + b"\0"

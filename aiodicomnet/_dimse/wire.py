@@ -171,10 +171,16 @@ def _write_file(
 ) -> None:
     """Frame ``length`` bytes read from ``f`` into data set PDUs and write them.
 
+    A data set of odd length (a deflated one: its compressed stream may end
+    on any byte, and files are not always padded) gets the trailing 00H byte
+    PS3.5 A.5 asks for: PDV fragments have even lengths, and DCMTK aborts on
+    an odd one.
+
     Raises:
         OSError: the file ended early (it changed while being sent).
     """
-    sizes = _sizes(length, fragment)
+    pad = length % 2
+    sizes = _sizes(length + pad, fragment)
     per_call = max(1, min(_MAX_PDUS_PER_CALL, len(buffer) // fragment))
     view = memoryview(buffer)
     try:
@@ -182,14 +188,19 @@ def _write_file(
             batch = sizes[start : start + per_call]
             last = start + len(batch) == len(sizes)
             headers = _frame_headers(context_id, 0, batch, last)
+            padding = pad if last else 0
             if len(batch) == 1 and batch[0] > len(buffer):  # one fragment larger than a block
                 _sendmsg_all(sock, headers, stall)
-                _copy_file(sock, f, batch[0], view, stall)
+                _copy_file(sock, f, batch[0] - padding, view, stall)
+                if padding:
+                    _sendmsg_all(sock, [b"\0"], stall)
                 continue
             want = sum(batch)
-            got = f.readinto(view[:want])
-            if got != want:
+            got = f.readinto(view[: want - padding])
+            if got != want - padding:
                 raise OSError(f"file ended {length - (got or 0)} bytes early: changed while sent")
+            if padding:
+                view[want - 1] = 0
             buffers: list[Any] = []
             pos = 0
             for header, size in zip(headers, batch, strict=True):
