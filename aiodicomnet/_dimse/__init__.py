@@ -7,8 +7,15 @@
   kill, PDU limits, ...), each a named function that says why;
   ``tests/test_pynetdicom_patches.py`` checks each on real pynetdicom, so a pynetdicom
   upgrade is audited by running that one file (and ``tests/test_hostile_peers.py``).
+- :mod:`.reactors`: pynetdicom's two reactor threads per association, waiting for
+  events instead of sleeping 1 ms between looks.
+- :mod:`.wire`: the fast data path: DIMSE messages framed into PDUs by the sending
+  thread and written to the socket; files sent as they are, never decoded.
 - :mod:`.acceptor`: the server side: our accept loop, and the door before an association.
+- :mod:`.receivers`: receiver processes of a server (``workers=N``): connections handed
+  over, instances delivered back to the server's stream.
 - :mod:`.contexts`: every presentation-context decision.
+- :mod:`.transcode`: converting an instance to a transfer syntax the peer accepted.
 - :mod:`.association`: one negotiated association owned by one thread (the requestor side).
 - :mod:`.pool`: association reuse and per-node limits.
 - :mod:`.connector`: how a client gets an association: limit, pool, retry once.
