@@ -27,7 +27,15 @@ from email.message import Message
 
 from ..errors import ProtocolError
 
-__all__ = ["Part", "boundary_of", "closing", "iter_parts", "media_type", "part_header"]
+__all__ = [
+    "MultipartReader",
+    "Part",
+    "boundary_of",
+    "closing",
+    "iter_parts",
+    "media_type",
+    "part_header",
+]
 
 _CRLF = b"\r\n"
 #: The largest header block a part may have (a server sending more is broken).
@@ -86,6 +94,115 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
+class MultipartReader:
+    """A push parser of a multipart body: :meth:`feed` it bytes, get the parts completed.
+
+    Knows nothing of where the bytes come from, so the same parser reads an
+    async stream (:func:`iter_parts`) and a blocking one (a worker thread).
+    Holds at most one part and the bytes after it.
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        self._delimiter = b"--" + boundary
+        self._inner = _CRLF + self._delimiter  # what ends a part's content
+        self._buf = bytearray()
+        self._state = "preamble"
+        self._headers: dict[str, str] = {}
+        self._searched = 0
+        self.count = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the close delimiter has been read."""
+        return self._state == "done"
+
+    def feed(self, data: bytes) -> list[Part]:
+        """Take the next bytes of the body; return the parts they complete.
+
+        Raises:
+            ProtocolError: no opening delimiter, a malformed part header.
+        """
+        buf = self._buf
+        buf.extend(data)
+        parts: list[Part] = []
+        while True:
+            if self._state == "preamble":
+                at = buf.find(self._delimiter)
+                if at == 0 or (at > 0 and buf[at - 2 : at] == _CRLF):
+                    del buf[: at + len(self._delimiter)]
+                    self._state = "delimiter"
+                    continue
+                if len(buf) > MAX_PREAMBLE:
+                    raise ProtocolError("no multipart delimiter at the start of the response")
+                return parts
+            if self._state == "delimiter":
+                # After a delimiter: "--" closes the body, else (padding and) CRLF opens a part.
+                if len(buf) < 2:
+                    return parts
+                if buf[:2] == b"--":
+                    self._state = "done"
+                    continue
+                end_of_line = buf.find(_CRLF)
+                if end_of_line < 0:
+                    if len(buf) > 1024:
+                        raise ProtocolError("no line end after a multipart delimiter")
+                    return parts
+                if buf[:end_of_line].strip(b" \t"):
+                    raise ProtocolError(
+                        f"unexpected bytes after a multipart delimiter: {bytes(buf[:40])!r}"
+                    )
+                del buf[: end_of_line + 2]
+                self._state = "headers"
+                continue
+            if self._state == "headers":
+                # The header block ends with an empty line (it may be empty itself).
+                if buf[:2] == _CRLF:
+                    self._headers = {}
+                    del buf[:2]
+                else:
+                    end = buf.find(_CRLF + _CRLF)
+                    if end < 0:
+                        if len(buf) > MAX_HEADER:
+                            raise ProtocolError("a multipart part header is too long")
+                        return parts
+                    self._headers = _headers(bytes(buf[:end]))
+                    del buf[: end + 4]
+                self._state, self._searched = "content", 0
+                continue
+            if self._state == "content":
+                # The content, up to CRLF--boundary; search only what is new.
+                end = buf.find(self._inner, self._searched)
+                if end < 0:
+                    self._searched = max(0, len(buf) - len(self._inner) + 1)
+                    return parts
+                with memoryview(buf) as view:
+                    content = bytes(view[:end])  # one copy (a bytearray slice would make two)
+                del buf[: end + len(self._inner)]
+                self.count += 1
+                parts.append(Part(self._headers, content))
+                self._state = "delimiter"
+                continue
+            buf.clear()  # done: the epilogue is ignored
+            return parts
+
+    def close(self) -> None:
+        """The body has ended.
+
+        Raises:
+            ProtocolError: it ended before its close delimiter (truncated), or
+                had no delimiter at all.
+        """
+        if self._state == "done":
+            return
+        if self._state == "preamble":
+            raise ProtocolError(
+                "the response ended before its first multipart delimiter"
+                if not self._buf
+                else "no multipart delimiter in the response"
+            )
+        raise _truncated(self.count)
+
+
 async def iter_parts(chunks: AsyncIterable[bytes], boundary: bytes) -> AsyncIterator[Part]:
     """Yield the parts of a multipart body arriving as ``chunks``.
 
@@ -93,80 +210,11 @@ async def iter_parts(chunks: AsyncIterable[bytes], boundary: bytes) -> AsyncIter
         ProtocolError: no opening delimiter, a malformed part header, or the
             body ended before the close delimiter (truncated).
     """
-    delimiter = b"--" + boundary
-    inner = _CRLF + delimiter  # what ends a part's content
-    buf = bytearray()
-    stream = aiter(chunks)
-    ended = False
-
-    async def more() -> bool:
-        nonlocal ended
-        if ended:
-            return False
-        try:
-            buf.extend(await anext(stream))
-        except StopAsyncIteration:
-            ended = True
-            return False
-        return True
-
-    # The preamble (usually empty), then the first delimiter.
-    while True:
-        at = buf.find(delimiter)
-        if at == 0 or (at > 0 and buf[at - 2 : at] == _CRLF):
-            del buf[: at + len(delimiter)]
-            break
-        if len(buf) > MAX_PREAMBLE:
-            raise ProtocolError("no multipart delimiter at the start of the response")
-        if not await more():
-            raise ProtocolError(
-                "the response ended before its first multipart delimiter"
-                if not buf
-                else "no multipart delimiter in the response"
-            )
-    count = 0
-    while True:
-        # After a delimiter: "--" closes the body, else (padding and) CRLF opens a part.
-        while len(buf) < 2 and await more():
-            pass
-        if buf[:2] == b"--":
-            return
-        end_of_line = buf.find(_CRLF)
-        while end_of_line < 0:
-            if len(buf) > 1024 or not await more():
-                raise _truncated(count)
-            end_of_line = buf.find(_CRLF)
-        if buf[:end_of_line].strip(b" \t"):
-            raise ProtocolError(f"unexpected bytes after a multipart delimiter: {buf[:40]!r}")
-        del buf[: end_of_line + 2]
-        # The header block ends with an empty line (it may be empty itself).
-        if buf[:2] == _CRLF:
-            headers: dict[str, str] = {}
-            del buf[:2]
-        else:
-            end = buf.find(_CRLF + _CRLF)
-            while end < 0:
-                if len(buf) > MAX_HEADER:
-                    raise ProtocolError("a multipart part header is too long")
-                if not await more():
-                    raise _truncated(count)
-                end = buf.find(_CRLF + _CRLF)
-            headers = _headers(bytes(buf[:end]))
-            del buf[: end + 4]
-        # The content, up to CRLF--boundary; search only what is new.
-        searched = 0
-        while True:
-            end = buf.find(inner, searched)
-            if end >= 0:
-                break
-            searched = max(0, len(buf) - len(inner) + 1)
-            if not await more():
-                raise _truncated(count)
-        with memoryview(buf) as view:
-            content = bytes(view[:end])  # one copy (a bytearray slice would make two)
-        del buf[: end + len(inner)]
-        count += 1
-        yield Part(headers, content)
+    reader = MultipartReader(boundary)
+    async for chunk in chunks:
+        for part in reader.feed(chunk):
+            yield part
+    reader.close()
 
 
 def _truncated(count: int) -> ProtocolError:

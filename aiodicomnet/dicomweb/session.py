@@ -103,9 +103,23 @@ class Session:
         """Close every connection of this node."""
         await self.http.aclose()
 
+    def blocking_client(self) -> httpx.Client:
+        """A blocking client like :attr:`http`, for requests read in worker threads
+        (WADO-RS responses, parsed and stored where they are read).  Its owner
+        closes it; closing it also ends a read blocked in another thread."""
+        return httpx.Client(
+            headers=self.http.headers,
+            timeout=_timeout(self.timeouts),
+            limits=httpx.Limits(max_connections=self.node.concurrency),
+            verify=_tls(self.node),
+            follow_redirects=True,
+        )
+
     # -- credentials ---------------------------------------------------------------
 
-    async def _authorization(self, *, refresh: bool = False) -> str | None:
+    async def authorization(self, refresh: bool = False) -> str | None:
+        """The Authorization header to send (a token function is called first, or
+        again with ``refresh``); ``None`` without credentials."""
         auth = self.node.auth
         if auth is None:
             return None
@@ -155,7 +169,7 @@ class Session:
         """
         async with _slot(self.limiter if limited else None):
             for attempt in (1, 2):
-                auth = await self._authorization(refresh=attempt == 2)
+                auth = await self.authorization(refresh=attempt == 2)
                 request_headers = dict(headers or {})
                 if auth is not None:
                     request_headers["Authorization"] = auth

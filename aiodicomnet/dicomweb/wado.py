@@ -15,14 +15,15 @@ checked against what QIDO-RS reported: fewer (or refused parts) raise
 
 from __future__ import annotations
 
-import contextlib
 import io
+import queue
+import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import httpx
 from pydicom.dataset import Dataset
 
 # pydicom reads File Meta from a stream only through these two (its public
@@ -30,15 +31,22 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
 from .. import status as _status
-from .._dimse.bridge import OwnerThread, run_in_thread
-from ..errors import DicomError, HttpError, IncompleteRetrieve, NotFound, ProtocolError
+from .._dimse.bridge import Closed, Outbox, OwnerThread, outbox, run_in_thread
+from ..errors import (
+    AuthError,
+    DicomError,
+    HttpError,
+    IncompleteRetrieve,
+    NotFound,
+    ProtocolError,
+)
 from ..query import Query, QueryLike
 from ..results import Progress
 from ..storage import IncomingInstance, InvalidDataset, ReceivedInstance, Storage
 from . import qido
 from .dicom_json import datasets_from_json
-from .multipart import boundary_of, iter_parts
-from .session import Session
+from .multipart import MultipartReader, boundary_of
+from .session import Session, raise_for_status, translate
 
 __all__ = ["Fetch", "metadata", "plan", "retrieve", "thumbnail"]
 
@@ -154,37 +162,108 @@ def _receive_in_thread(
 
 
 @dataclass
-class _Stopped:
-    """A fetch ended by an error: what the stream carries in place of more parts."""
+class _Ended:
+    """A request is over: all its parts were handed over, or ``error`` stopped it."""
 
-    error: DicomError
+    item: Fetch
+    error: DicomError | None = None
 
 
-async def _read_parts(session: Session, item: Fetch, out: MemoryObjectSendStream[Any]) -> None:
-    """One WADO-RS request: its parts (Part 10 bytes) sent on ``out`` as they arrive.
+#: Parts read and not yet stored, at most: the network is read while earlier
+#: parts are written (a reading and a storing thread), memory stays bounded.
+PIPELINE = 4
 
-    An error ends the fetch as a :class:`_Stopped` item after the parts read
-    before it, so that none of them is lost.
+
+_FINISH = object()  # ends the storing thread's loop
+
+
+@dataclass
+class _Pipeline:
+    """What the reading threads of one retrieve share: a bounded queue of parts to
+    the storing thread, which stores each and delivers it to the loop in order."""
+
+    storage: Storage
+    box: Outbox[Any]
+    stop: threading.Event
+    peer: tuple[str, int]
+    queue: queue.Queue[Any]
+
+    def hand_over(self, content: bytes) -> bool:
+        """Queue a part for the storing thread (blocks while :data:`PIPELINE` wait);
+        false once the retrieve is over."""
+        if self.stop.is_set():
+            return False
+        self.queue.put(content)
+        return True
+
+    def end(self, item: Fetch, error: DicomError | None) -> None:
+        """After the request's parts (in order, through the storing thread): it is over."""
+        self.queue.put(_Ended(item, error))
+
+    def finish(self) -> None:
+        """End the storing thread's loop (after what is queued)."""
+        self.queue.put(_FINISH)
+
+    def store_in_thread(self) -> None:
+        """The storing thread: until :meth:`finish`, store each part and hand it over."""
+        while True:
+            got = self.queue.get()
+            if got is _FINISH:
+                return
+            if self.stop.is_set() and not isinstance(got, _Ended):
+                continue  # the retrieve is over: parts still queued are not stored
+            try:
+                if isinstance(got, _Ended):
+                    self.box.put(got)
+                else:
+                    self.box.put(_receive_in_thread(got, self.storage, self.peer))
+            except Closed:
+                self.stop.set()  # nobody reads any more: drain the queue
+
+
+def _fetch_in_thread(
+    http: httpx.Client,
+    session: Session,
+    item: Fetch,
+    headers: dict[str, str],
+    pipeline: _Pipeline,
+) -> None:
+    """One WADO-RS request, in a reading thread: parts parsed as they arrive and
+    handed to the storing thread.
+
+    Each stored instance (or refused part) goes to the loop through the
+    pipeline's outbox, which blocks while the consumer is behind
+    (backpressure).  The request ends with an :class:`_Ended` item, carrying
+    its error if it failed, after the parts that came before it: none is lost.
     """
     node = session.node
     url = f"{node.service_url('wado')}/{item.path()}"
-    async with out:
-        try:
-            async with session.stream(
-                "GET", url, headers={"Accept": accept_header(node.transfer_syntax)}
-            ) as response:
-                boundary = boundary_of(response.headers.get("content-type", ""))
-                async for part in iter_parts(response.aiter_bytes(), boundary):
+    error: DicomError | None = None
+    try:
+        with (
+            translate(node, url, session.timeouts),
+            http.stream("GET", url, headers=headers) as rsp,
+        ):
+            if rsp.status_code >= 400:
+                raise_for_status(node, rsp, rsp.read()[:300])
+            reader = MultipartReader(boundary_of(rsp.headers.get("content-type", "")))
+            for chunk in rsp.iter_bytes():
+                for part in reader.feed(chunk):
                     if part.content_type not in ("", _DICOM):
                         raise ProtocolError(
                             f"WADO-RS {url}: a part of type {part.content_type!r}, not {_DICOM}"
                         )
-                    await out.send(part.content)
-        except DicomError as exc:
-            if exc.node is None:
-                exc.node = node
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await out.send(_Stopped(exc))
+                    if not pipeline.hand_over(part.content):
+                        break
+                if pipeline.stop.is_set():
+                    break  # the retrieve is over (left, cancelled, or a request failed)
+            else:
+                reader.close()
+    except DicomError as exc:
+        if exc.node is None:
+            exc.node = node
+        error = exc
+    pipeline.end(item, error)
 
 
 async def retrieve(
@@ -197,11 +276,15 @@ async def retrieve(
 ) -> AsyncGenerator[ReceivedInstance, None]:
     """Retrieve what ``query`` names from the session's node (see the module documentation).
 
-    The responses are read by one task per request (a study's series up to
-    the node's ``concurrency`` at once) into a stream of at most ``buffer``
-    parts; each part is stored in one worker thread while the next ones are
-    read, and yielded once stored.  When a request fails, the parts that
-    arrived before are still stored and yielded, then the error is raised.
+    The requests run in worker threads of this retrieve (as many as the
+    node's ``concurrency``, a study's series spread over them), each reading
+    its response, parsing it and storing each part as it arrives; the
+    instances reach the loop through a stream of at most ``buffer`` items.
+    When a request fails, the parts that arrived before are still yielded,
+    the other requests stop, and the error is raised.  Leaving early,
+    cancelling or an abandoned iterator closes the connections (nothing here
+    holds a cancel scope across a ``yield``, so an iterator finalized by the
+    garbage collector cleans up as well).
 
     Raises:
         IncompleteRetrieve: fewer instances arrived than QIDO-RS reported, or
@@ -214,7 +297,6 @@ async def retrieve(
     expected = sum(f.expected for f in fetches)
     received = 0
     failed: list[_Failed] = []
-    peer = (session.node.host, 0)
 
     def report(done: bool) -> None:
         if on_progress is None:
@@ -233,25 +315,70 @@ async def retrieve(
             )
         )
 
+    if not fetches:
+        report(True)
+        return
+    http = await run_in_thread(session.blocking_client)
+    box, inlet = outbox(buffer)
+    stop = threading.Event()
+    pipeline = _Pipeline(storage, box, stop, (session.node.host, 0), queue.Queue(PIPELINE))
+    storer = OwnerThread("aiodicomnet-wado-store")
+    storer.submit(pipeline.store_in_thread)
+    workers = [
+        OwnerThread(f"aiodicomnet-wado-{i}")
+        for i in range(min(session.node.concurrency, len(fetches)))
+    ]
     error: DicomError | None = None
-    worker = OwnerThread("aiodicomnet-wado-store")
     try:
-        async with _Readers(session, fetches, buffer) as parts:
-            async for part in parts:
-                if isinstance(part, _Stopped):
-                    error = error or part.error
-                    parts.stop()  # the other requests too; what is buffered is still stored
+        headers = {"Accept": accept_header(session.node.transfer_syntax)}
+        refreshed = False
+        auth = await session.authorization()
+        if auth is not None:
+            headers["Authorization"] = auth
+        for i, item in enumerate(fetches):
+            workers[i % len(workers)].submit(
+                _fetch_in_thread, http, session, item, headers, pipeline
+            )
+        pending = len(fetches)
+        async for got in inlet:
+            if isinstance(got, _Ended):
+                err = got.error
+                if (
+                    isinstance(err, AuthError)
+                    and err.status_code == 401
+                    and callable(session.node.auth)
+                    and not refreshed
+                    and error is None
+                ):
+                    # An expired token: refreshed once, the request sent again.
+                    refreshed = True
+                    fresh = await session.authorization(True) or ""
+                    headers = {**headers, "Authorization": fresh}
+                    workers[0].submit(_fetch_in_thread, http, session, got.item, headers, pipeline)
                     continue
-                stored = await worker.run(_receive_in_thread, part, storage, peer)
-                if isinstance(stored, _Failed):
-                    failed.append(stored)
-                    report(False)
-                    continue
-                received += 1
+                pending -= 1
+                if err is not None and error is None:
+                    error = err
+                    stop.set()  # the other requests end after their current chunk
+                if pending == 0:
+                    break
+                continue
+            if isinstance(got, _Failed):
+                failed.append(got)
                 report(False)
-                yield stored
+                continue
+            received += 1
+            report(False)
+            yield got
     finally:
-        await worker.stop()  # shielded
+        stop.set()
+        inlet.close()  # a thread blocked handing over an instance stops
+        with anyio.CancelScope(shield=True):
+            await run_in_thread(http.close)  # a thread blocked reading the network stops
+            for worker in workers:
+                await worker.stop()
+            await run_in_thread(pipeline.finish)  # the queue may be full: not on the loop
+            await storer.stop()
     if error is not None:
         raise error
     report(True)
@@ -264,71 +391,6 @@ async def retrieve(
             node=session.node,
             missing_reason="instance(s) that QIDO-RS listed never came in the WADO-RS responses",
         )
-
-
-class _Readers:
-    """The parts of several WADO-RS requests as one bounded stream.
-
-    One task per request, each holding one of the node's slots while its
-    response is open; :meth:`stop` ends them (their buffered parts stay to be
-    read).  Leaving the block (early, by an error or a cancellation) cancels
-    them and closes their HTTP streams.
-    """
-
-    def __init__(self, session: Session, fetches: list[Fetch], buffer: int) -> None:
-        self._session = session
-        self._fetches = fetches
-        self._buffer = buffer
-        self._tg: Any = None
-        self._scopes: list[anyio.CancelScope] = []
-        self._receive: MemoryObjectReceiveStream[Any] | None = None
-
-    async def __aenter__(self) -> _Readers:
-        send, self._receive = anyio.create_memory_object_stream[Any](self._buffer)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-
-        async def read(item: Fetch, out: MemoryObjectSendStream[Any]) -> None:
-            with anyio.CancelScope() as scope:
-                self._scopes.append(scope)
-                await _read_parts(self._session, item, out)
-
-        async with send:
-            for item in self._fetches:
-                self._tg.start_soon(read, item, send.clone())
-        return self
-
-    def __aiter__(self) -> MemoryObjectReceiveStream[Any]:
-        assert self._receive is not None
-        return self._receive
-
-    def stop(self) -> None:
-        """End every request (a fetch failed)."""
-        for scope in self._scopes:
-            scope.cancel()
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._receive is not None
-        self._receive.close()
-        self.stop()
-        error = exc_info[1]
-        try:
-            await self._tg.__aexit__(*exc_info)
-        except BaseException as raised:
-            if error is not None:
-                return  # the original exception (the consumer left, a cancellation) goes on
-            for leaf in _leaves(raised):
-                if isinstance(leaf, Exception):
-                    raise leaf from None  # a reader's own error, not wrapped in a group
-            raise
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
-    inner = getattr(exc, "exceptions", None)
-    if not isinstance(inner, tuple):
-        return [exc]
-    return [leaf for sub in inner for leaf in _leaves(sub)]
 
 
 async def metadata(session: Session, query: QueryLike) -> AsyncGenerator[Dataset, None]:
