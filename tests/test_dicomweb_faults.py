@@ -501,3 +501,28 @@ async def test_headers_and_a_separate_qido_url(no_leaks: Any) -> None:
     assert [r.path for r in peer.requests] == ["/qido/studies", "/qido/series"]
     assert all(r.headers["x-tenant"] == "radiology" for r in peer.requests)
     assert all(r.headers["user-agent"] == "aiodicomnet" for r in peer.requests)
+
+
+async def test_token_expiring_between_search_and_retrieve(no_leaks: Any) -> None:
+    tokens = iter(["first", "second"])
+
+    def token() -> str:  # a plain function works too
+        return next(tokens)
+
+    async def handler(request: Request, stream: SocketStream) -> None:
+        auth = request.headers.get("authorization")
+        if await _qido_then(request, stream):
+            return
+        if auth == "Bearer second":
+            await respond(stream, 200, multipart_body(PARTS), MULTIPART)
+        else:
+            await respond(stream, 401)
+
+    async with http_peer(handler) as peer, adn.Client(timeouts=FAST) as client:
+        got = await client.retrieve(adn.Node.web(peer.url, auth=token), RETRIEVE)
+    assert [i.sop_instance_uid for i in got] == [ds.SOPInstanceUID for ds in SERIES]
+    assert [r.headers["authorization"] for r in peer.requests] == [
+        "Bearer first",  # QIDO-RS
+        "Bearer first",  # WADO-RS: 401
+        "Bearer second",  # again, refreshed
+    ]

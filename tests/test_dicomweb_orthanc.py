@@ -477,3 +477,18 @@ async def test_retrieve_in_an_explicit_transfer_syntax(
         ds = await got.load_dataset()
     assert got.transfer_syntax_uid == implicit != target.file_meta.TransferSyntaxUID
     assert ds.PixelData == target.PixelData
+
+
+async def test_retrieve_abandoned_with_a_bare_break(web_orthanc: WebOrthanc, no_leaks: Any) -> None:
+    """An iterator left without ``async with`` is finalized by the garbage collector,
+    in another task: it must clean up there without touching the caller's task."""
+    import gc
+
+    first = web_orthanc.corpus.datasets[0]
+    async with adn.Client("ADNTEST") as client:
+        async for _ in client.retrieve(
+            web_orthanc.web, Query.study(StudyInstanceUID=first.StudyInstanceUID)
+        ):
+            break
+        gc.collect()
+        assert await client.echo(web_orthanc.web) > 0  # this task was not cancelled
