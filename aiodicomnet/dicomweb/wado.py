@@ -324,12 +324,23 @@ async def retrieve(
     pipeline = _Pipeline(storage, box, stop, (session.node.host, 0), queue.Queue(PIPELINE))
     storer = OwnerThread("aiodicomnet-wado-store")
     storer.submit(pipeline.store_in_thread)
-    workers = [
-        OwnerThread(f"aiodicomnet-wado-{i}")
-        for i in range(min(session.node.concurrency, len(fetches)))
-    ]
+    workers: list[OwnerThread] = []
+    slots: list[object] = []
     error: DicomError | None = None
     try:
+        # The node's concurrency holds across operations: a slot per reading
+        # thread, the first waited for, more taken only if free at once.
+        for i in range(min(session.node.concurrency, len(fetches))):
+            borrower = object()
+            if i == 0:
+                await session.limiter.acquire_on_behalf_of(borrower)
+            else:
+                try:
+                    session.limiter.acquire_on_behalf_of_nowait(borrower)
+                except anyio.WouldBlock:
+                    break
+            slots.append(borrower)
+            workers.append(OwnerThread(f"aiodicomnet-wado-{i}"))
         headers = {"Accept": accept_header(session.node.transfer_syntax)}
         refreshed = False
         auth = await session.authorization()
@@ -379,6 +390,8 @@ async def retrieve(
                 await worker.stop()
             await run_in_thread(pipeline.finish)  # the queue may be full: not on the loop
             await storer.stop()
+        for borrower in slots:
+            session.limiter.release_on_behalf_of(borrower)
     if error is not None:
         raise error
     report(True)
