@@ -526,3 +526,34 @@ async def test_token_expiring_between_search_and_retrieve(no_leaks: Any) -> None
         "Bearer first",  # WADO-RS: 401
         "Bearer second",  # again, refreshed
     ]
+
+
+async def test_a_study_series_are_fetched_at_once(no_leaks: Any) -> None:
+    """Two series of a study are read in parallel (concurrency=2): each response waits
+    until both requests are in flight, which never happens if they are sequential."""
+    other = make_series(2, patient_id="FAULT01", study_uid=STUDY_UID, rows=4, columns=4)
+    both_in_flight = anyio.Event()
+    active = 0
+    seen = 0
+
+    async def handler(request: Request, stream: SocketStream) -> None:
+        nonlocal active, seen
+        if request.path.endswith("/series"):
+            two = series_json(STUDY_UID, SERIES_UID, 3)
+            two += series_json(STUDY_UID, str(other[0].SeriesInstanceUID), 2)
+            await respond_json(stream, two)
+            return
+        active += 1
+        seen = max(seen, active)
+        if active == 2:
+            both_in_flight.set()
+        with anyio.fail_after(10):
+            await both_in_flight.wait()
+        parts = PARTS if request.path.endswith(SERIES_UID) else [dicom_bytes(d) for d in other]
+        await respond(stream, 200, multipart_body(parts), MULTIPART)
+        active -= 1
+
+    async with http_peer(handler) as peer, adn.Client(timeouts=FAST) as client:
+        node = adn.Node.web(peer.url, concurrency=2)
+        got = await client.retrieve(node, Query.study(StudyInstanceUID=STUDY_UID))
+    assert len(got) == 5 and seen == 2
