@@ -455,20 +455,27 @@ async def _empty(request: Request, stream: SocketStream) -> None:
     await respond_json(stream, [])
 
 
+async def _series(request: Request, stream: SocketStream) -> None:
+    if not await _qido_then(request, stream):
+        await respond(stream, 200, multipart_body(PARTS), MULTIPART)
+
+
 async def test_tls_server_verification(tmp_path: Path, no_leaks: Any) -> None:
     ca = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server)
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
-    async with http_peer(_empty, tls=server) as peer, adn.Client(timeouts=FAST) as client:
+    async with http_peer(_series, tls=server) as peer, adn.Client(timeouts=FAST) as client:
         assert peer.url.startswith("https://")
         trusted = adn.Node.web(peer.url, verify=str(bundle))
-        assert await client.find(trusted, Query.study()) == []
+        assert len(await client.find(trusted, Query.series())) == 1
+        assert len(await client.retrieve(trusted, RETRIEVE)) == 3  # WADO-RS: its own client
         with pytest.raises(adn.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as info:
             await client.find(adn.Node.web(peer.url), Query.study())  # the system's CAs
         _not_httpx(info.value)
-        assert await client.find(adn.Node.web(peer.url, verify=False), Query.study()) == []
+        insecure = adn.Node.web(peer.url, verify=False)
+        assert len(await client.find(insecure, Query.series())) == 1
 
 
 async def test_tls_client_certificate(tmp_path: Path, no_leaks: Any) -> None:
