@@ -26,6 +26,7 @@ accept so that what is held can be sent as it is.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -34,6 +35,7 @@ from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
 from ..transfer_syntaxes import COMPRESSED, NATIVE, UNCOMPRESSED
+from .patches import copy_context
 
 __all__ = [
     "COMPRESSED",
@@ -133,8 +135,15 @@ def query_contexts() -> list[PresentationContext]:
     serves them all; a peer may reject some of these contexts, and an
     operation needing a rejected one fails with ``NegotiationError``.
     """
+    return [copy_context(cx) for cx in _query_contexts()]
+
+
+@functools.cache
+def _query_contexts() -> tuple[PresentationContext, ...]:
+    # Built once (~100 us of UID checks, on the event loop, for every pooled
+    # C-ECHO or C-FIND); each association gets copies, as pynetdicom numbers them.
     syntaxes: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-    return [build_context(uid, list(syntaxes)) for uid in [_VERIFICATION, *_QUERY_MODELS]]
+    return tuple(build_context(uid, list(syntaxes)) for uid in [_VERIFICATION, *_QUERY_MODELS])
 
 
 def contexts_key(
