@@ -19,6 +19,7 @@ import contextlib
 import functools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
@@ -84,7 +85,9 @@ class OwnerThread:
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._idle: tuple[float | None, Callable[[], bool] | None] = (None, None)
+        # (seconds, on_idle, armed at): the idle timer (see set_idle_timer).
+        self._idle: tuple[float, Callable[[], bool] | None, float] = (0.0, None, 0.0)
+        self._timed = False  # the thread waits with a timeout: it will see a new timer
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -94,12 +97,20 @@ class OwnerThread:
         return self._thread
 
     def _run(self) -> None:
+        period: float | None = None  # once a timer was armed: how often to look again
         while True:
-            seconds, on_idle = self._idle
+            self._timed = period is not None  # before reading the timer (set_idle_timer)
+            seconds, on_idle, since = self._idle
+            if on_idle is not None:
+                period = seconds
+                timeout: float | None = max(0.0, since + seconds - time.monotonic())
+            else:
+                timeout = period
             try:
-                call = self._calls.get(timeout=seconds)
+                call = self._calls.get(timeout=timeout)
             except queue.Empty:
-                if on_idle is not None and on_idle():
+                seconds, on_idle, since = self._idle
+                if on_idle is not None and time.monotonic() >= since + seconds and on_idle():
                     return
                 continue
             if call is _STOP:
@@ -112,9 +123,16 @@ class OwnerThread:
 
         If ``on_idle`` returns true the thread ends (an idle pooled association
         releasing itself); ``set_idle_timer(None, None)`` disarms the timer.
+
+        Neither wakes the thread once it has had a timer: it then always waits
+        with a timeout and reads the timer when that ends (a pooled operation
+        arms and disarms it every time; waking the thread for each cost two
+        thread switches per operation). A timer is therefore late by at most
+        its own length; ``on_idle`` checks that it still applies.
         """
-        self._idle = (seconds, on_idle)
-        self._calls.put(_WAKE)
+        self._idle = (seconds or 0.0, on_idle, time.monotonic())
+        if on_idle is not None and not self._timed:  # after writing the timer (see _run)
+            self._calls.put(_WAKE)
 
     @property
     def alive(self) -> bool:
