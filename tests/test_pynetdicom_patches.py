@@ -16,6 +16,7 @@ receive (RequestorSocket, tune_association)  test_a_pdu_longer_than_announced_is
                                              hostile: test_associate_ac_claiming_gigabytes,
                                              test_find_response_claiming_a_gigabyte[16384]
 patches.lock_reactor                         test_reactor_cannot_take_a_response_while_...
+patches.drop_unread_log_handlers             test_log_handlers_are_dropped_unless_pynetdicom_logs
 reactors.make_event_driven (both reactors,   test_reactors_wait_for_events_and_never_sleep
 _EventedDUL, EventedAssociation)
 patches.SharedContexts                       test_accepted_associations_share_the_servers_...
@@ -68,6 +69,7 @@ as pynetdicom 3.0's Move SCP does (keywords): check that call on an upgrade.
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 import struct
 import sys
@@ -170,6 +172,32 @@ async def test_reactors_wait_for_events_and_never_sleep(
         for _ in range(10):
             assert await assoc.echo() > 0
     assert sleeps == []
+
+
+async def test_log_handlers_are_dropped_unless_pynetdicom_logs(
+    peer: ScriptedSCP, no_leaks: Any
+) -> None:
+    """``patches.drop_unread_log_handlers``: pynetdicom's standard log handlers (which
+    describe every PDU and message) are unbound while its logger would drop their
+    lines, and kept when it logs INFO."""
+    from pynetdicom import evt
+    from pynetdicom._handlers import standard_dimse_recv_handler
+
+    def bound(raw: Any) -> bool:
+        return any(
+            h[0] is standard_dimse_recv_handler for h in raw.get_handlers(evt.EVT_DIMSE_RECV)
+        )
+
+    logger = logging.getLogger("pynetdicom")
+    level = logger.level
+    try:
+        for logged in (logging.WARNING, logging.INFO):
+            logger.setLevel(logged)
+            async with Association("PATCHTEST", peer.node, query_contexts()) as assoc:
+                assert bound(assoc._assoc) is (logged == logging.INFO)
+                assert await assoc.echo() > 0
+    finally:
+        logger.setLevel(level)
 
 
 async def test_requestor_socket_is_tuned(peer: ScriptedSCP, no_leaks: Any) -> None:

@@ -57,6 +57,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
+from .wire import read_p_data
+
 __all__ = ["SAFETY_WAKE", "EventedAssociation", "Waker", "make_event_driven"]
 
 LOGGER = logging.getLogger("aiodicomnet._dimse.reactors")
@@ -103,7 +105,32 @@ def _waking_put(q: queue.Queue[Any], wake: Any) -> None:
 
 
 class _EventedDUL(DULServiceProvider):
-    """pynetdicom's DUL whose stop request (``_kill_thread = True``) wakes its thread."""
+    """pynetdicom's DUL whose stop request (``_kill_thread = True``) wakes its thread,
+    and which reads P-DATA-TF PDUs in the data transfer state through
+    :func:`.wire.read_p_data` (everything else as pynetdicom does)."""
+
+    def _read_pdu_data(self) -> None:
+        """``DULServiceProvider._read_pdu_data``, with P-DATA-TF in Sta6 read by :mod:`.wire`."""
+        if (
+            self.state_machine.current_state != "Sta6"
+            or not self.event_queue.empty()
+            or not hasattr(self.socket, "_adn_unread")  # not our receive (TLS)
+        ):
+            super()._read_pdu_data()
+            return
+        sock: Any = self.socket
+        try:
+            header = sock.recv(6)
+        except (OSError, TimeoutError) as exc:
+            LOGGER.error("Connection closed before the entire PDU was received: %s", exc)
+            self.event_queue.put("Evt17")
+            return
+        if len(header) == 6 and header[0] == 0x04:
+            read_p_data(self, header)
+            return
+        # Any other PDU: as pynetdicom, its header already read.
+        sock._adn_unread(header)
+        super()._read_pdu_data()
 
     @property
     def _kill_thread(self) -> bool:
