@@ -4,7 +4,7 @@
 
 1. generates sample studies (:func:`aiodicomnet.samples.make_corpus`);
 2. starts an embedded :class:`~aiodicomnet.archive.Archive`, the "PACS",
-   holding them;
+   holding them, serving DICOMweb too (:meth:`~aiodicomnet.archive.Archive.dicomweb`);
 3. starts our own :class:`~aiodicomnet.server.StorageServer` and makes it a
    C-MOVE destination of the PACS (as a PACS administrator would);
 4. C-ECHO;
@@ -13,15 +13,22 @@
 7. retrieves another series by C-GET, into memory;
 8. derives a new series from it (new Series and SOP Instance UIDs);
 9. sends it back with C-STORE;
-10. finds it on the PACS.
+10. finds it on the PACS;
+11. searches the PACS's studies over DICOMweb (QIDO-RS), the same ones C-FIND found;
+12. retrieves the new series over DICOMweb (WADO-RS), into memory: the
+    instances stored by C-STORE, read back over HTTP.
 
 Each step prints what happened and how long it took. Everything stops
 cleanly at the end (no thread or socket left). Nothing is downloaded.
+The DICOMweb steps need hypercorn (``pip install 'aiodicomnet[web]'``,
+installed by ``scripts/setup``); without it they are left out, and the tour
+says so.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -30,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydicom.dataset import Dataset
 
@@ -43,10 +50,18 @@ from .samples import make_corpus, uid
 from .server import StorageServer
 from .storage import DiskStorage, ReceivedInstance
 
+if TYPE_CHECKING:
+    from .archive_web import DicomWebServer
+
 __all__ = ["TourReport", "TourStep", "tour"]
 
 PACS_AE = "ADNPACS"
 OUR_AE = "ADNVIEWER"
+#: What the DICOMweb steps need, and how to get it.
+WEB_MISSING = (
+    "DICOMweb steps (QIDO-RS, WADO-RS) left out: the Archive's DICOMweb face "
+    "needs hypercorn (pip install 'aiodicomnet[web]')"
+)
 
 T = TypeVar("T")
 
@@ -139,10 +154,12 @@ async def tour(
         instances_per_series: size of the generated series.
 
     A failing step ends the tour; its exception is in :attr:`TourReport.error`
-    (it is not raised).
+    (it is not raised). Without hypercorn the two DICOMweb steps are left
+    out (10 steps instead of 12) and a line says so.
     """
     report = TourReport()
-    tour_ = _Tour(out, report, total=10)
+    web = _web_available()
+    tour_ = _Tour(out, report, total=12 if web else 10)
     async with AsyncExitStack() as stack:
         if directory is None:
             root = Path(await run_in_thread(tempfile.mkdtemp, "", "aiodicomnet-tour-"))
@@ -155,16 +172,25 @@ async def tour(
             root = await run_in_thread(_make_directory, directory)
             report.directory = root
         try:
-            await _steps(tour_, stack, root, instances_per_series)
+            await _steps(tour_, stack, root, instances_per_series, web)
         except Exception as exc:
             report.error = exc
     if report.error is None:
+        if not web:
+            out(WEB_MISSING)
         where = f"files kept in {root}" if directory is not None else "temporary files removed"
         out(f"Tour done: {len(report.steps)} steps in {_ms(report.seconds)}; {where}.")
     return report
 
 
-async def _steps(tour: _Tour, stack: AsyncExitStack, root: Path, per_series: int) -> None:
+def _web_available() -> bool:
+    """Whether the Archive can serve DICOMweb here (hypercorn is installed)."""
+    return importlib.util.find_spec("hypercorn") is not None
+
+
+async def _steps(
+    tour: _Tour, stack: AsyncExitStack, root: Path, per_series: int, web: bool
+) -> None:
     # 1. sample data
     async def generate() -> tuple[list[Dataset], str]:
         corpus = await run_in_thread(make_corpus, per_series)
@@ -177,17 +203,20 @@ async def _steps(tour: _Tour, stack: AsyncExitStack, root: Path, per_series: int
 
     datasets = await tour.step("Generate sample studies", generate)
 
-    # 2. the PACS
-    async def start_pacs() -> tuple[Archive, str]:
+    # 2. the PACS, with its DICOMweb face (entered before the client, so that the
+    # client's connections are closed before the HTTP server stops)
+    async def start_pacs() -> tuple[tuple[Archive, DicomWebServer | None], str]:
         archive = await stack.enter_async_context(Archive(PACS_AE, root / "pacs"))
         await archive.add(datasets)
         counts = await archive.counts()
-        return archive, (
+        served = await stack.enter_async_context(archive.dicomweb()) if web else None
+        also = f"\nDICOMweb (QIDO-RS, WADO-RS, STOW-RS) at {served.url}" if served else ""
+        return (archive, served), (
             f"embedded Archive {archive.node} holding {counts.studies} studies, "
-            f"{counts.instances} instances\n(index and files under {archive.directory})"
+            f"{counts.instances} instances{also}\n(index and files under {archive.directory})"
         )
 
-    pacs = await tour.step("Start the PACS (embedded Q/R SCP)", start_pacs)
+    pacs, web_server = await tour.step("Start the PACS (embedded Q/R SCP)", start_pacs)
     node = pacs.node
 
     # 3. our Storage SCP, known to the PACS as a C-MOVE destination
@@ -318,6 +347,63 @@ async def _steps(tour: _Tour, stack: AsyncExitStack, root: Path, per_series: int
         )
 
     await tour.step("C-FIND the new series on the PACS", find_again)
+    if web_server is None:
+        return
+    web_node = web_server.node
+
+    # 11. QIDO-RS: the same studies as C-FIND found
+    async def qido() -> tuple[None, str]:
+        studies = await client.find(web_node, Query.study())
+        lines = []
+        for study in sorted(
+            studies, key=lambda ds: (_text(ds, "PatientID"), _text(ds, "StudyDate"))
+        ):
+            lines.append(
+                f"{_text(study, 'PatientID')}  {_text(study, 'PatientName')}  "
+                f"{_text(study, 'StudyDate')}  {_text(study, 'StudyDescription')}  "
+                f"({_text(study, 'NumberOfStudyRelatedInstances')} instances)"
+            )
+        found = {_text(ds, "StudyInstanceUID") for ds in studies}
+        if found != set(tree):
+            raise RuntimeError(
+                f"QIDO-RS found {len(found)} studies, C-FIND {len(tree)}: not the same ones"
+            )
+        lines.append(
+            f"(1 QIDO-RS search: GET {web_server.url}/studies; the same "
+            f"{len(found)} studies as C-FIND)"
+        )
+        return None, "\n".join(lines)
+
+    await tour.step("Find the studies over DICOMweb (QIDO-RS)", qido)
+
+    # 12. WADO-RS: the series stored by C-STORE, read back over HTTP
+    async def wado() -> tuple[None, str]:
+        def progress(p: Progress) -> None:
+            if p.done:
+                tour.say(f"WADO-RS final: {p.completed} received, {p.failed} failed")
+            else:
+                tour.say(f"WADO-RS: {p.completed} received, {p.remaining} remaining")
+
+        query = Query.series(StudyInstanceUID=second_study, SeriesInstanceUID=new_series)
+        received = await client.retrieve(web_node, query, on_progress=progress)
+        sent = {str(ds.SOPInstanceUID): ds for ds in derived}
+        got = {inst.sop_instance_uid for inst in received}
+        if got != set(sent):
+            raise RuntimeError(
+                f"WADO-RS brought {len(got)} instances, {len(got & set(sent))} of the "
+                f"{len(sent)} stored"
+            )
+        first = await received[0].load_dataset()
+        if first.PixelData != sent[str(first.SOPInstanceUID)].PixelData:
+            raise RuntimeError(f"{first.SOPInstanceUID}: other pixels than were stored")
+        size = sum(inst.size for inst in received)
+        return None, (
+            f"{len(received)} instances ({size} bytes) in one multipart/related response, "
+            f"kept in memory\nthe series sent with C-STORE, read back over HTTP: "
+            f"same SOP Instance UIDs, same pixels"
+        )
+
+    await tour.step("Retrieve the new series over DICOMweb (WADO-RS), into memory", wado)
 
 
 def _make_directory(directory: str | os.PathLike[str]) -> Path:

@@ -6,6 +6,7 @@ Orthanc, and DCMTK's storescu sending to ``serve``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,13 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.from_thread
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from aiodicomnet.archive import Archive
 from aiodicomnet.cli import main
 from aiodicomnet.cli._parser import UsageError, parse_key
-from aiodicomnet.demo import tour
+from aiodicomnet.client import Client
+from aiodicomnet.demo import WEB_MISSING, tour
+from aiodicomnet.nodes import Node, WebNode
+from aiodicomnet.query import Query
 from tests.data import Corpus, make_series, write_files
 from tests.peers.dcmtk import dcmtk_tool
 from tests.peers.orthanc import OrthancServer
@@ -507,6 +513,98 @@ def test_serve_port_in_use(capsys: pytest.CaptureFixture[str], pacs: Archive) ->
     assert f"cannot listen on 127.0.0.1:{pacs.port}" in err and "Traceback" not in err
 
 
+async def test_serve_archive_with_dicomweb(tmp_path: Path, no_leaks: Any) -> None:
+    """``serve --archive --dicomweb``: STOW-RS into the archive, then the same instances
+    found over QIDO-RS and C-FIND and retrieved over WADO-RS; SIGINT stops both faces."""
+    files = write_files(tmp_path / "send", make_series(3, patient_id="SERVEWEB"))
+    command = [
+        sys.executable,
+        "-m",
+        "aiodicomnet",
+        "serve",
+        "--json",
+        "-aet",
+        "ADNWEBSRV",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--archive",
+        "--dicomweb",
+        "-o",
+        str(tmp_path / "archive"),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    async with await anyio.open_process(command, env=env) as process:
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            stdout = BufferedByteReceiveStream(process.stdout)
+            with anyio.fail_after(60):
+                listening = json.loads(await stdout.receive_until(b"\n", 65536))
+            url = listening["dicomweb_url"]
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/dicom-web")
+            web = WebNode(url)
+            dimse = Node("ADNWEBSRV", "127.0.0.1", listening["port"])
+            async with Client("ADNCLI") as client:
+                stored = await client.store(web, files)  # STOW-RS
+                assert stored.ok and len(stored.succeeded) == 3
+                query = Query.study(PatientID="SERVEWEB")
+                over_http = await client.find(web, query)  # QIDO-RS
+                over_dimse = await client.find(dimse, query)  # C-FIND, the same index
+                assert [str(ds.StudyInstanceUID) for ds in over_http] == [
+                    str(ds.StudyInstanceUID) for ds in over_dimse
+                ]
+                assert over_http[0].NumberOfStudyRelatedInstances == 3
+                study = Query.study(StudyInstanceUID=over_http[0].StudyInstanceUID)
+                received = await client.retrieve(web, study)  # WADO-RS
+                assert {inst.sop_instance_uid for inst in received} == {p.stem for p in files}
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                code = await process.wait()
+                rest = bytearray()
+                with contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead):
+                    while True:
+                        rest += await stdout.receive()
+                err = b"".join([chunk async for chunk in process.stderr])
+        finally:
+            if process.returncode is None:
+                process.kill()
+    assert code == 0, err.decode(errors="replace")
+    # What came over STOW-RS is indexed, not listed as received over DIMSE.
+    assert json_lines(rest.decode()) == [{"type": "stopped", "reason": "signal", "received": 0}]
+    assert len(files_under(tmp_path / "archive" / "files")) == 3
+
+
+def test_serve_dicomweb_usage_and_port_in_use(
+    capsys: pytest.CaptureFixture[str], pacs: Archive, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "serve", "--dicomweb", "--count", "1")
+    assert code == 2 and "--dicomweb needs --archive" in err
+    code, _, err = run(capsys, "serve", "--archive", "--dicomweb", "--http-port", "70000")
+    assert code == 2 and "outside 0-65535" in err
+    # The HTTP port taken (by the PACS's DIMSE listener): a clear error, the archive stopped.
+    code, _, err = run(
+        capsys,
+        "serve",
+        "--archive",
+        "--dicomweb",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--http-port",
+        pacs.port,
+        "-o",
+        tmp_path / "archive",
+        "--count",
+        "1",
+    )
+    assert code == 1 and "Traceback" not in err
+    assert f"cannot listen on 127.0.0.1:{pacs.port} (HTTP)" in err
+
+
 # -- nodes ------------------------------------------------------------------------------
 
 
@@ -577,17 +675,40 @@ def test_demo_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     code, out, err = run(capsys, "demo", "--json", "--dir", tmp_path / "tour")
     assert code == 0, err
     steps = json_lines(out)
-    assert len(steps) == 10 and all(step["ok"] for step in steps)
+    assert len(steps) == 12 and all(step["ok"] for step in steps)
+    assert "QIDO-RS" in steps[10]["step"] and "WADO-RS" in steps[11]["step"]
     assert (tmp_path / "tour" / "pacs" / "index.sqlite").exists()
 
 
-async def test_tour(no_leaks: Any) -> None:
+async def test_tour(corpus: Corpus, no_leaks: Any) -> None:
     lines: list[str] = []
     report = await tour(out=lines.append)
     assert report.ok, report.error
-    assert [step.ok for step in report.steps] == [True] * 10
-    assert report.seconds < 10
+    assert [step.ok for step in report.steps] == [True] * 12
     text = "\n".join(lines)
     for words in ("C-ECHO", "C-FIND", "C-MOVE", "C-GET", "C-STORE", "Müller^Jürgen", "Tour done"):
         assert words in text
+    # The DICOMweb steps: the Archive's DICOMweb face, found and retrieved from.
+    assert "[11/12] Find the studies over DICOMweb (QIDO-RS)" in lines
+    assert "[12/12] Retrieve the new series over DICOMweb (WADO-RS), into memory" in lines
+    started = report.steps[1].detail
+    assert "DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at http://127.0.0.1:" in started
+    qido = report.steps[10].detail
+    studies = len(corpus.studies())
+    assert f"the same {studies} studies as C-FIND" in qido
+    assert qido.count("\n") == studies  # one line per study, then the summary
+    wado = report.steps[11].detail
+    assert wado.startswith("3 instances (") and "same SOP Instance UIDs, same pixels" in wado
+    assert "      WADO-RS final: 3 received, 0 failed" in lines
     assert report.directory is None  # the temporary directory is gone
+
+
+async def test_tour_without_hypercorn(monkeypatch: pytest.MonkeyPatch, no_leaks: Any) -> None:
+    """Where the Archive cannot serve DICOMweb, the tour leaves those steps out and says why."""
+    monkeypatch.setattr("aiodicomnet.demo._web_available", lambda: False)
+    lines: list[str] = []
+    report = await tour(out=lines.append, instances_per_series=1)
+    assert report.ok, report.error
+    assert len(report.steps) == 10 and lines[0] == "[1/10] Generate sample studies"
+    assert "DICOMweb" not in report.steps[1].detail
+    assert lines[-2] == WEB_MISSING and lines[-1].startswith("Tour done: 10 steps")

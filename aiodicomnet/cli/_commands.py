@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
 import signal
 import threading
@@ -11,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -29,6 +32,9 @@ from ..timeouts import Timeouts
 from ._cohort import cmd_cohort
 from ._output import Output, format_size, plural, text_of
 from ._parser import UsageError, build_query, resolve_node
+
+if TYPE_CHECKING:
+    from ..archive_web import DicomWebServer
 
 __all__ = ["COMMANDS", "Context", "Partial", "exit_code_for"]
 
@@ -444,6 +450,10 @@ async def cmd_serve(ctx: Context) -> int:
     port = args.port if args.port is not None else config.local.port
     host = args.host or config.local.host
     allowed = args.allow or None
+    if args.dicomweb and not args.archive:
+        raise UsageError("--dicomweb needs --archive (it serves the archive's index over HTTP)")
+    if args.dicomweb and importlib.util.find_spec("hypercorn") is None:
+        raise UsageError("--dicomweb needs hypercorn: pip install 'aiodicomnet[web]'")
     try:
         if args.archive:
             destinations: dict[str, tuple[str, int]] = {
@@ -482,22 +492,36 @@ async def cmd_serve(ctx: Context) -> int:
         await server.__aenter__()
     except OSError as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    web_server: contextlib.AbstractAsyncContextManager[DicomWebServer] | None = None
     try:
+        web_url: str | None = None
+        if args.dicomweb:
+            assert isinstance(server, Archive)
+            web_server = server.dicomweb(host, args.http_port)
+            try:
+                web_url = (await web_server.__aenter__()).url
+            except OSError as exc:
+                web_server = None
+                raise OSError(
+                    f"cannot listen on {host}:{args.http_port} (HTTP): {exc.strerror or exc}"
+                ) from None
         kind = "an archive (Q/R SCP)" if args.archive else "a Storage SCP"
+        also = f"; DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at {web_url}" if web_url else ""
         out.note(
             f"{server.ae_title} listening on {host}:{server.port} as {kind}, "
-            f"storing into {directory}; Ctrl-C stops"
+            f"storing into {directory}{also}; Ctrl-C stops"
         )
-        out.emit(
-            {
-                "type": "listening",
-                "ae_title": server.ae_title,
-                "host": host,
-                "port": server.port,
-                "directory": str(directory),
-                "archive": bool(args.archive),
-            }
-        )
+        listening: dict[str, object] = {
+            "type": "listening",
+            "ae_title": server.ae_title,
+            "host": host,
+            "port": server.port,
+            "directory": str(directory),
+            "archive": bool(args.archive),
+        }
+        if web_url:
+            listening["dicomweb_url"] = web_url
+        out.emit(listening)
         async with anyio.create_task_group() as tg:
             if threading.current_thread() is threading.main_thread() and os.name == "posix":
                 tg.start_soon(_stop_on_signals, tg.cancel_scope, stopped)
@@ -524,8 +548,14 @@ async def cmd_serve(ctx: Context) -> int:
                     break
             tg.cancel_scope.cancel()
     finally:
-        with anyio.CancelScope(shield=True):
-            await server.__aexit__(None, None, None)
+        try:
+            if web_server is not None:
+                # Left in no new cancel scope: the HTTP server's task group was entered
+                # in this one (its own exit shields what must finish).
+                await web_server.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.__aexit__(None, None, None)
     why = "signal" if stopped else "count"
     out.note(
         f"stopped {'on a signal' if stopped else 'after --count'}: "

@@ -372,6 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded PACS: keep an index in DIR and answer C-FIND, C-MOVE and C-GET",
     )
     serve.add_argument(
+        "--dicomweb",
+        action="store_true",
+        help="--archive: also serve QIDO-RS, WADO-RS and STOW-RS over HTTP (needs hypercorn)",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=_port,
+        default=0,
+        metavar="PORT",
+        help="--dicomweb: the HTTP port (default 0: a free one, printed)",
+    )
+    serve.add_argument(
         "--dest",
         action="append",
         metavar="AET@HOST:PORT",
