@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from . import tls
 from .archive import Archive
 from .browse import BrowseTree, browse
 from .client import Client, Operation
@@ -37,6 +38,7 @@ from .errors import (
     ServerError,
     StatusError,
     StorageError,
+    TlsError,
 )
 from .fanout import FindAllResult, NodeResult, NodeResults, echo_all, find_all
 from .imaging.load import load_volume
@@ -115,6 +117,7 @@ __all__ = [
     "StoreResult",
     "TimeRange",
     "Timeouts",
+    "TlsError",
     "UIDList",
     "Universal",
     "WebNode",
@@ -123,5 +126,6 @@ __all__ = [
     "echo_all",
     "find_all",
     "load_volume",
+    "tls",
     "validate_ae_title",
 ]

@@ -41,6 +41,7 @@ import contextlib
 import copy
 import logging
 import os
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -111,6 +112,11 @@ _MAX_CONTEXTS = 128
 _IMPORT_BATCH = 64
 
 ImportItem = str | os.PathLike[str] | Dataset
+
+
+def _tls_args(context: ssl.SSLContext | None, host: str) -> tuple[ssl.SSLContext, str] | None:
+    """pynetdicom's ``tls_args`` for a sub-association: the context and the host to check."""
+    return None if context is None else (context, host)
 
 
 def _address(value: tuple[str, int] | Node) -> tuple[str, int]:
@@ -203,7 +209,8 @@ class Archive(StorageServer):
             index in ``directory/"index.sqlite"`` (created when missing).
         host, port: where to listen (port 0 picks a free one).
         destinations: C-MOVE destinations, AE title -> ``(host, port)`` (or a
-            :class:`~aiodicomnet.nodes.Node`); also :meth:`add_destination`.
+            :class:`~aiodicomnet.nodes.Node`, whose ``tls`` context, if any,
+            its sub-associations use); also :meth:`add_destination`.
         layout: the file layout under ``files`` (see :class:`~.storage.DiskStorage`).
         fsync: flush each received file to stable storage before acknowledging it.
         **server_kwargs: the other :class:`~aiodicomnet.server.StorageServer`
@@ -232,6 +239,8 @@ class Archive(StorageServer):
         self.disk: DiskStorage = _IndexedStorage(self.directory / "files", layout, fsync=fsync)
         super().__init__(ae_title, host, port, storage=self.disk, **server_kwargs)
         self.destinations: dict[str, tuple[str, int]] = {}
+        #: The TLS context of each destination reached over TLS (AE title -> context).
+        self.destination_tls: dict[str, ssl.SSLContext] = {}
         for aet, address in (destinations or {}).items():
             self.add_destination(aet, address)
         self._index: Index | None = None
@@ -250,8 +259,18 @@ class Archive(StorageServer):
         return self.directory / "index.sqlite"
 
     def add_destination(self, ae_title: str, address: tuple[str, int] | Node) -> None:
-        """Make ``ae_title`` a C-MOVE destination at ``(host, port)`` (takes effect at once)."""
-        self.destinations[validate_ae_title(ae_title)] = _address(address)
+        """Make ``ae_title`` a C-MOVE destination at ``(host, port)`` (takes effect at once).
+
+        A :class:`~aiodicomnet.nodes.Node` with ``tls`` makes the sub-associations
+        to it use DICOM over TLS with that context.
+        """
+        aet = validate_ae_title(ae_title)
+        self.destinations[aet] = _address(address)
+        tls = address.tls if isinstance(address, Node) else None
+        if tls is None:
+            self.destination_tls.pop(aet, None)
+        else:
+            self.destination_tls[aet] = tls
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -617,6 +636,7 @@ class Archive(StorageServer):
                     (evt.EVT_ACCEPTED, lambda e: sub_association.append(e.assoc)),
                 ],
                 "max_pdu": self.max_pdu,
+                "tls_args": _tls_args(self.destination_tls.get(destination), address[0]),
             },
         )
         yield len(instances)

@@ -13,6 +13,11 @@ What a desktop viewer calls its "DICOM server" and "DICOM nodes" settings::
     host = "pacs.example.org"
     port = 4242
     description = "Radiology PACS"   # optional
+    # tls = true                     # DICOM over TLS (PS3.15 BCP 195 profile), with
+    # tls_ca = "/etc/ssl/hospital-ca.pem"      # the CAs to trust (default: the system's),
+    # tls_cert = "~/.config/aiodicomnet/me.pem" # our certificate and key for mutual TLS,
+    # tls_key = "~/.config/aiodicomnet/me.key"
+    # tls_check_hostname = false     # when the certificate does not name the host
 
     [nodes.cloud]                    # a DICOMweb node: a url instead of ae_title/host/port
     url = "https://pacs.example.org/dicom-web"
@@ -59,6 +64,7 @@ import importlib
 import json
 import os
 import re
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +73,7 @@ from typing import Any, BinaryIO
 
 from ._files import atomic_write
 from .nodes import AnyNode, Node, WebNode, validate_ae_title
+from .tls import client_context
 
 __all__ = [
     "DEFAULT_AE_TITLE",
@@ -96,7 +103,8 @@ _TOMLDecodeError: type[ValueError] = _toml.TOMLDecodeError
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _LOCAL_KEYS = ("ae_title", "port", "host", "storage")
-_NODE_KEYS = ("ae_title", "host", "port", "description")
+_TLS_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "tls_check_hostname")
+_NODE_KEYS = ("ae_title", "host", "port", "description", *_TLS_KEYS)
 _WEB_KEYS = (
     "url",
     "description",
@@ -235,6 +243,11 @@ class NodeEntry:
     in the environment variable ``password_env``, or a bearer token in
     ``token_env``), a CA bundle or ``False`` as ``verify``, a client
     certificate ``cert`` and a ``concurrency``.
+
+    A DIMSE node reached over TLS has ``tls`` set, and optionally ``tls_ca``
+    (the CAs to trust; default the system's), ``tls_cert`` and ``tls_key``
+    (ours, for mutual TLS) and ``tls_check_hostname`` (default true); see
+    :func:`aiodicomnet.tls.client_context`.
     """
 
     name: str
@@ -249,6 +262,11 @@ class NodeEntry:
     verify: bool | str = True
     cert: str | None = None
     concurrency: int | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_check_hostname: bool = True
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -261,6 +279,12 @@ class NodeEntry:
         _checked(None, f"{base}.port", _check_port, self.port)
         if self.description is not None:
             _checked(None, f"{base}.description", _check_text, self.description)
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            if getattr(self, key) is not None:
+                _checked(None, f"{base}.{key}", _check_text, getattr(self, key))
+                self.tls = True
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ConfigError("a TLS key needs its certificate (tls_cert)", key=f"{base}.tls_key")
 
     def _check_web(self, base: str) -> None:
         try:
@@ -291,7 +315,7 @@ class NodeEntry:
             ConfigError: an environment variable it names is not set.
         """
         if self.url is None:
-            return Node(self.ae_title, self.host, self.port, self.name)
+            return Node(self.ae_title, self.host, self.port, self.name, tls=self._tls_context())
         auth: Any = None
         if self.username is not None:
             auth = (self.username, self._secret(self.password_env) if self.password_env else "")
@@ -309,6 +333,25 @@ class NodeEntry:
             name=self.name,
             concurrency=self.concurrency or 4,
         )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+
+        def path(value: str | None) -> str | None:
+            return None if value is None else str(Path(value).expanduser())
+
+        try:
+            return client_context(
+                ca=path(self.tls_ca),
+                cert=path(self.tls_cert),
+                key=path(self.tls_key),
+                check_hostname=self.tls_check_hostname,
+            )
+        except (OSError, ValueError) as exc:  # a missing file, a PEM that is not one
+            raise ConfigError(
+                f"cannot set up TLS: {exc}", key=f"nodes.{_toml_key(self.name)}"
+            ) from None
 
     def _secret(self, variable: str) -> str:
         value = os.environ.get(variable)
@@ -422,6 +465,7 @@ class Config:
                 None
                 if description is None
                 else _checked(path, f"{key}.description", _check_text, description),
+                **_tls_options(path, key, values),
             )
         return cls(local=local, nodes=nodes, path=path or default_path())
 
@@ -472,6 +516,8 @@ class Config:
             entry = NodeEntry(name, description=description, url=node, **web)
             self.nodes[name] = entry
             return entry
+        tls_options = {k: v for k, v in web.items() if k in _TLS_KEYS}
+        web = {k: v for k, v in web.items() if k not in _TLS_KEYS}
         if web:
             raise ConfigError(f"{', '.join(sorted(web))}: options of a DICOMweb node (a URL)")
         if isinstance(node, str):
@@ -481,7 +527,7 @@ class Config:
                 raise ConfigError(str(exc), key=f"nodes.{_toml_key(name)}") from None
         if name in self.nodes and not replace:
             raise ConfigError(f"a node named {name!r} exists already", key=f"nodes.{name}")
-        entry = NodeEntry(name, node.ae_title, node.host, node.port, description)
+        entry = NodeEntry(name, node.ae_title, node.host, node.port, description, **tls_options)
         self.nodes[name] = entry
         return entry
 
@@ -523,6 +569,7 @@ class Config:
             ]
             if entry.description is not None:
                 lines.append(f"description = {_toml_string(entry.description)}")
+            lines += _tls_lines(entry)
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -613,6 +660,37 @@ def _web_entry(path: Path | None, key: str, name: str, values: Mapping[str, Any]
         return NodeEntry(name, **checked)
     except ConfigError as exc:
         raise ConfigError(exc.message, path=path, key=exc.key or key) from None
+
+
+def _tls_options(path: Path | None, key: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The TLS settings of a DIMSE node's table, checked."""
+    options: dict[str, Any] = {}
+    for option in ("tls", "tls_check_hostname"):
+        if option in values:
+            if not isinstance(values[option], bool):
+                raise ConfigError(
+                    f"expected true or false, got {_got(values[option])}",
+                    path=path,
+                    key=f"{key}.{option}",
+                )
+            options[option] = values[option]
+    for option in ("tls_ca", "tls_cert", "tls_key"):
+        if option in values:
+            options[option] = _checked(path, f"{key}.{option}", _check_text, values[option])
+    return options
+
+
+def _tls_lines(entry: NodeEntry) -> list[str]:
+    if not entry.tls:
+        return []
+    lines = ["tls = true"]
+    for option in ("tls_ca", "tls_cert", "tls_key"):
+        value = getattr(entry, option)
+        if value is not None:
+            lines.append(f"{option} = {_toml_string(value)}")
+    if not entry.tls_check_hostname:
+        lines.append("tls_check_hostname = false")
+    return lines
 
 
 def _web_lines(entry: NodeEntry) -> list[str]:

@@ -10,6 +10,7 @@ meaning.
     +-- QueryError              a query rejected before anything was sent
     +-- AssociationError        anything about the association itself
     |   +-- ConnectError        no TCP connection (refused, unreachable, DNS)
+    |   |   +-- TlsError        the TLS handshake failed (certificate, version, not TLS)
     |   +-- AssociationRejected A-ASSOCIATE-RJ (result, source, reason decoded)
     |   +-- AssociationAborted  A-ABORT / A-P-ABORT or connection lost mid-way
     |   +-- NegotiationError    accepted, but without a context we need
@@ -59,6 +60,7 @@ __all__ = [
     "ServerError",
     "StatusError",
     "StorageError",
+    "TlsError",
     "TranscodeError",
 ]
 
@@ -96,6 +98,26 @@ class AssociationError(DicomError):
 
 class ConnectError(AssociationError):
     """No TCP connection could be made (refused, unreachable, unknown host)."""
+
+
+class TlsError(ConnectError):
+    """The TLS handshake with the peer failed (DICOM over TLS, PS3.15 B.9).
+
+    The message says what failed: the peer's certificate (and why: unknown
+    CA, expired, wrong host), our certificate refused by the peer, no TLS
+    version or cipher in common, a peer that does not speak TLS on that port,
+    or a handshake that did not finish within the connect timeout.
+
+    Attributes:
+        reason: the ``ssl`` module's reason code (e.g. ``"CERTIFICATE_VERIFY_FAILED"``),
+            or ``None`` when the connection closed or timed out.
+    """
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, node: Node | None = None
+    ) -> None:
+        super().__init__(message, node=node)
+        self.reason = reason
 
 
 # PS3.8 Table 9-21: A-ASSOCIATE-RJ result / source / reason.

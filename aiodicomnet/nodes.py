@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,12 +55,17 @@ class Node:
         host: host name or IP address (IPv6 without brackets).
         port: TCP port.
         name: an optional display name (defaults to the AE title).
+        tls: DICOM over TLS: the :class:`ssl.SSLContext` our associations
+            with the node use (see :func:`aiodicomnet.tls.client_context`);
+            ``None`` (default) for plain TCP. The handshake is bounded by the
+            connect timeout; a failed one raises :class:`~aiodicomnet.TlsError`.
     """
 
     ae_title: str
     host: str
     port: int
     name: str | None = None
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title))
@@ -73,6 +79,8 @@ class Node:
             raise ValueError(f"Node port must be an int, not {self.port!r}")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"Node port {self.port} is outside 1-65535")
+        if self.tls is not None and not isinstance(self.tls, ssl.SSLContext):
+            raise ValueError(f"Node tls must be an ssl.SSLContext, not {type(self.tls).__name__}")
 
     @staticmethod
     def web(url: str, **options: Any) -> WebNode:

@@ -50,6 +50,7 @@ import functools
 import logging
 import os
 import pickle
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -212,6 +213,12 @@ class StorageServer:
             or a subclass of them; not a callback) and ``max_associations``
             applies per process. A receiver that dies loses its own
             associations only: see :attr:`lost_workers`.
+        tls: DICOM over TLS: a server-side :class:`ssl.SSLContext` (see
+            :func:`aiodicomnet.tls.server_context`; mutual TLS when it
+            requires client certificates).  Every connection then does its
+            handshake before its request is read, both within the ACSE
+            timeout; one that fails is logged and closed.  Not with
+            ``workers`` > 1 (a context cannot go to another process).
     """
 
     def __init__(
@@ -232,6 +239,7 @@ class StorageServer:
         grace: float = 5.0,
         stall_warning: float = 10.0,
         workers: int = 1,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.host = host
@@ -267,6 +275,14 @@ class StorageServer:
                 "workers > 1 needs a storage that can go to another process "
                 "(MemoryStorage, DiskStorage or a subclass), not a CallbackStorage"
             )
+        if tls is not None and not isinstance(tls, ssl.SSLContext):
+            raise TypeError(f"tls must be an ssl.SSLContext, not {type(tls).__name__}")
+        if tls is not None and workers > 1:
+            raise ValueError(
+                "workers > 1 with tls: an SSLContext cannot go to the receiver "
+                "processes; use workers=1 (the default) for DICOM over TLS"
+            )
+        self.tls = tls
         if workers > 1 and not HANDOFF:
             LOGGER.warning("workers=%d: receiver processes need Unix; one process used", workers)
             workers = 1
@@ -568,6 +584,7 @@ class StorageServer:
             self._contexts(),
             self._handlers(),
             name=f"aiodicomnet-scp-{self.ae_title}",
+            tls=self.tls,
         )
         acceptor.start()
         self._ae, self._server, self._port = ae, acceptor, acceptor.port

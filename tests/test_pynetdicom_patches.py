@@ -2,7 +2,8 @@
 
 Each test below fails when the patch it names is removed (each was checked by disabling
 the patch and running it).  On a pynetdicom upgrade, run this file and
-tests/test_hostile_peers.py ("hostile:" below); a failure points at its patch:
+tests/test_hostile_peers.py ("hostile:" below) and tests/test_tls.py ("tls:"); a failure
+points at its patch:
 
 ===========================================  ===================================================
 patch (aiodicomnet/_dimse/...)               tests that fail without it
@@ -57,6 +58,14 @@ acceptor._valid_request                      hostile: test_server_refuses_a_requ
 acceptor._make_room (MAX_WAITING)            hostile: test_idle_sockets_do_not_lock_out_a_real_peer
 acceptor._expire (ACSE timeout)              hostile: test_server_drops_a_peer_stalled_in_its_...,
                                              test_idle_sockets_do_not_lock_out_a_real_peer
+RequestorSocket TLS (_TlsWrapper,            tls: test_dcmtk_tls_refusals_are_tls_errors,
+_RecordingTlsSocket: tls_failed)             test_bad_server_certificates
+tune_association: bounded receive with the   tls: test_storescu_over_mutual_tls_to_our_server
+request read over TLS (accepted TLS socket)  (and every TLS test of our servers)
+patches.tls_failure (TLS 1.3 refusal late)   tls: test_dcmtk_tls_refusals_are_tls_errors
+patches.TLS_ANSWER (TLS alert in clear)      tls: test_orthanc_over_mutual_tls (plain node)
+acceptor._handshake (TLS in the selector)    tls: test_a_stalled_handshake_is_closed_at_the_...,
+                                             test_our_server_refuses_what_is_not_tls_or_...
 ===========================================  ===================================================
 
 Not covered: the acceptor's abort at shutdown of an association not yet established

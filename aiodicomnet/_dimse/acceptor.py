@@ -23,7 +23,14 @@ to pynetdicom, which starts the association's two threads.  Why:
   waiting for the ACSE timeout (its state machine aborts without telling
   it): it is decoded once here and refused the same way.
 
-TLS is not supported here (the Storage SCP has no TLS option).
+DICOM over TLS (``tls``, an :class:`ssl.SSLContext`): the handshake runs here
+too, non-blocking in the same selector (``SSLWantRead``/``SSLWantWrite``
+choose what to wait for), under the same deadline, the ACSE timeout, for
+handshake and request together; the request is then read through the TLS
+layer, and the wrapped socket handed over.  A handshake that fails (no
+certificate, an unknown CA, no common version, a peer speaking plain DICOM)
+is logged with its reason and the connection closed; one that stalls is
+closed at the deadline.  Neither costs more than a waiting connection.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import functools
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +52,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationServer, AssociationSocket, RequestHandler
 
+from ..tls import describe_error as describe_tls_error
 from .patches import (
     ABORT_INVALID_PARAMETER,
     MAX_CONTROL_PDU,
@@ -117,6 +126,7 @@ class _Waiting:
     deadline: float
     data: bytearray = field(default_factory=bytearray)
     need: int = 6  # the header, then the whole PDU
+    handshaking: bool = False  # TLS: the handshake is not done yet
 
 
 def _valid_request(pdu: bytes) -> bool:
@@ -140,6 +150,8 @@ class Acceptor:
         handoff: take connections from this Unix socket (file descriptors
             another process accepted and sent, :mod:`.receivers`) instead of
             listening on ``address`` (then only the label of :attr:`port`).
+        tls: DICOM over TLS: every connection is wrapped with this server-side
+            context and its handshake done before the request is read.
     """
 
     def __init__(
@@ -151,8 +163,10 @@ class Acceptor:
         *,
         name: str,
         handoff: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._ae = ae
+        self._tls = tls
         server: Any = ae.make_server(
             address if handoff is None else ("127.0.0.1", 0),
             contexts=SharedContexts(contexts),
@@ -236,7 +250,14 @@ class Acceptor:
             self._make_room(selector)
         sock.setblocking(False)
         deadline = time.monotonic() + (acse if acse is not None else float("inf"))
-        waiting = _Waiting(sock, address, deadline)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except (OSError, ValueError) as exc:  # e.g. closed by its peer already
+                LOGGER.info("%s: TLS not started: %s", address, exc)
+                sock.close()
+                return
+        waiting = _Waiting(sock, address, deadline, handshaking=self._tls is not None)
         self._waiting[sock] = waiting
         selector.register(sock, selectors.EVENT_READ, waiting)
 
@@ -275,25 +296,61 @@ class Acceptor:
         )
         self._drop(selector, oldest)
 
+    def _handshake(self, selector: selectors.BaseSelector, waiting: _Waiting) -> bool:
+        """Go on with a TLS handshake; return whether it is done."""
+        sock = waiting.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            selector.modify(sock, selectors.EVENT_READ, waiting)
+            return False
+        except ssl.SSLWantWriteError:
+            selector.modify(sock, selectors.EVENT_WRITE, waiting)
+            return False
+        except OSError as exc:
+            LOGGER.warning("%s: %s: closed", waiting.address, describe_tls_error(exc))
+            self._drop(selector, waiting)
+            return False
+        waiting.handshaking = False
+        selector.modify(sock, selectors.EVENT_READ, waiting)
+        return True
+
     def _receive(self, selector: selectors.BaseSelector, waiting: _Waiting) -> None:
         """Read what arrived of the request; hand it over once complete."""
-        try:
-            chunk = waiting.sock.recv(min(waiting.need - len(waiting.data), 65536))
-        except (BlockingIOError, InterruptedError):
+        if waiting.handshaking and not self._handshake(selector, waiting):
             return
-        except OSError:
-            chunk = b""
-        if not chunk:  # closed before its request was complete: forget it
-            self._drop(selector, waiting)
-            return
-        waiting.data += chunk
-        if waiting.need == 6 == len(waiting.data) and not self._check_header(selector, waiting):
-            return
-        if len(waiting.data) == waiting.need:
-            self._hand_over(selector, waiting)
+        sock = waiting.sock
+        while True:
+            try:
+                chunk = sock.recv(min(waiting.need - len(waiting.data), 65536))
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                return
+            except ssl.SSLWantWriteError:  # pragma: no cover - a renegotiation
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:  # closed before its request was complete: forget it
+                self._drop(selector, waiting)
+                return
+            waiting.data += chunk
+            if waiting.need == 6 == len(waiting.data) and not self._check_header(selector, waiting):
+                return
+            if len(waiting.data) == waiting.need:
+                self._hand_over(selector, waiting)
+                return
+            # Decrypted bytes held in the TLS layer wake no selector: read them now.
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return
 
     def _check_header(self, selector: selectors.BaseSelector, waiting: _Waiting) -> bool:
         pdu_type, length = waiting.data[0], int.from_bytes(waiting.data[2:6], "big")
+        if pdu_type in (0x16, 0x80) and self._tls is None:  # TLS / SSLv2 ClientHello
+            LOGGER.warning(
+                "%s opened a TLS handshake on a port without TLS: aborted", waiting.address
+            )
+            self._drop(selector, waiting, abort=_ABORT_UNEXPECTED)
+            return False
         if pdu_type != 0x01 or length < _MIN_RQ_BODY:
             LOGGER.info(
                 "%s sent PDU type 0x%02X (%d bytes) instead of an A-ASSOCIATE-RQ: aborted",
@@ -338,8 +395,11 @@ class Acceptor:
         now = time.monotonic()
         for waiting in [w for w in self._waiting.values() if w.deadline <= now]:
             LOGGER.info(
-                "%s sent no complete A-ASSOCIATE-RQ within the ACSE timeout (%s s): closed",
+                "%s %s within the ACSE timeout (%s s): closed",
                 waiting.address,
+                "did not finish the TLS handshake"
+                if waiting.handshaking
+                else "sent no complete A-ASSOCIATE-RQ",
                 self._ae.acse_timeout,
             )
             self._drop(selector, waiting)

@@ -44,19 +44,23 @@ from ..errors import (
     NegotiationError,
     ProtocolError,
     StatusError,
+    TlsError,
     TranscodeError,
 )
 from ..nodes import Node
 from ..results import InstanceOutcome, Progress
 from ..storage import DeliveryRefused
 from ..timeouts import Timeouts
+from ..tls import describe_error as describe_tls_error
 from .bridge import Closed, Outbox, OwnerThread, outbox, run_in_thread
 from .patches import (
+    TLS_ANSWER,
     RequestorAE,
     close_transport,
     queued_reply,
     refusal,
     release_unconnected,
+    tls_failure,
     wake_dimse_waiter,
     wake_negotiation,
 )
@@ -459,6 +463,7 @@ class Association:
         if self._roles:  # we may receive C-STORE sub-operations (C-GET)
             handlers.append((evt.EVT_C_STORE, self._on_c_store))
         bind = ("::", 0) if family == socket.AF_INET6 else ("", 0)
+        tls = self.node.tls
         assoc = ae.associate(
             address,
             self.node.port,
@@ -468,6 +473,7 @@ class Association:
             ext_neg=self._roles or None,
             bind_address=bind,
             evt_handlers=handlers,
+            tls_args=None if tls is None else (tls, self.node.host),
         )
         if assoc.is_established:
             self._assoc = assoc
@@ -502,6 +508,12 @@ class Association:
         sock = getattr(self._ae, "last_socket", None)
         connect_error = getattr(sock, "connect_error", None)
         node, t = self.node, self.timeouts
+        if connect_error is not None and getattr(sock, "tls_failed", False):
+            return TlsError(
+                f"TLS handshake failed: {describe_tls_error(connect_error)}",
+                reason=getattr(connect_error, "reason", None),
+                node=node,
+            )
         if connect_error is not None:
             if isinstance(connect_error, TimeoutError):
                 return ConnectTimeout(
@@ -511,7 +523,16 @@ class Association:
                     node=node,
                 )
             return ConnectError(f"cannot connect: {connect_error}", node=node)
+        tls_error = tls_failure(assoc)
+        if tls_error is not None:
+            return TlsError(
+                f"TLS failed during negotiation: {describe_tls_error(tls_error)}",
+                reason=tls_error.reason,
+                node=node,
+            )
         refused = refusal(assoc)
+        if refused == TLS_ANSWER:
+            return TlsError(refused, node=node)
         if refused is not None:
             return ProtocolError(f"{refused} during negotiation; association aborted", node=node)
         rsp = assoc.acceptor.primitive

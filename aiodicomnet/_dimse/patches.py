@@ -57,6 +57,19 @@ Never allocate what a peer claims
 Reading pynetdicom's state
     * :func:`queued_reply`: an A-ASSOCIATE-RJ pynetdicom queued but never read.
 
+DICOM over TLS
+    * :class:`RequestorSocket` wraps pynetdicom's ``tls_args`` context so the
+      TLS socket records why ``connect`` failed, and whether in the TCP
+      connect or the handshake (:attr:`RequestorSocket.tls_failed`):
+      pynetdicom only logs it.  :func:`tls_failure`: a TLS 1.3 server's
+      refusal of our certificate, which arrives on the first read.
+    * :data:`TLS_ANSWER`: a plain association answered with a TLS record (the
+      peer wants TLS) is told apart from a garbled reply.
+    * :func:`tune_association` gives an accepted TLS socket the same bounded
+      receive (``SSLSocket.recv_into`` reads decrypted bytes), handing out
+      first the request the acceptor read through TLS; the writer of
+      :mod:`.wire` is left out (no ``sendmsg`` on a TLS socket).
+
 Standard conformance
     * :func:`move_originator_handler`: pynetdicom 3.0 names the Move SCP itself,
       not the C-MOVE requestor, as Move Originator of C-STORE sub-operations
@@ -81,11 +94,12 @@ import copy
 import logging
 import queue
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom._handlers import (
@@ -105,6 +119,7 @@ from .wire import install_writer
 __all__ = [
     "CONN_OPEN_HANDLER",
     "MAX_CONTROL_PDU",
+    "TLS_ANSWER",
     "RequestorAE",
     "RequestorSocket",
     "SharedContexts",
@@ -120,6 +135,7 @@ __all__ = [
     "release_unconnected",
     "set_network_timeout",
     "stop_dul",
+    "tls_failure",
     "tune_association",
     "wake_acceptor",
     "wake_dimse_waiter",
@@ -154,6 +170,14 @@ _PDU_NAMES = {
     0x06: "A-RELEASE-RP",
     0x07: "A-ABORT",
 }
+
+#: TLS record types (alert, handshake) a TLS server may send to a plain TCP client.
+_TLS_RECORDS = (0x15, 0x16)
+#: What :func:`refusal` gives when a peer answered our plain A-ASSOCIATE-RQ with TLS.
+TLS_ANSWER = (
+    "the peer answered with TLS: it expects DICOM over TLS on this port "
+    "(give the node a tls context)"
+)
 
 #: A-ABORT PDU from the service provider (source 2), reason 6:
 #: invalid-PDU-parameter-value (PS3.8 9.3.8).
@@ -260,12 +284,23 @@ def _fast_recv_factory(assoc_sock: Any, preread: bytes = b"") -> Any:
         assoc_sock._adn_reading = True
         try:
             buf = _read(sock, nr_bytes)
-        except OSError:  # a timeout (the network timeout) or a reset: the connection is dead
+        except OSError as exc:  # a timeout (the network timeout) or a reset: the connection is dead
+            if isinstance(exc, ssl.SSLError):  # e.g. a TLS 1.3 peer refusing our certificate
+                assoc_sock._adn_tls_error = exc
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             raise
         finally:
             assoc_sock._adn_reading = False
+        if (
+            is_header
+            and len(buf) >= 2
+            and buf[0] in _TLS_RECORDS
+            and buf[1] == 0x03
+            and not isinstance(sock, ssl.SSLSocket)  # a TLS alert or handshake in clear
+        ):
+            assoc_sock._adn_refusal = TLS_ANSWER
+            LOGGER.error("%s", TLS_ANSWER)
         if is_header and len(buf) == 6 and 0x01 <= buf[0] <= 0x07:
             pdu_type, length = buf[0], int.from_bytes(buf[2:6], "big")
             if pdu_type == _P_DATA_TF:
@@ -281,6 +316,18 @@ def _fast_recv_factory(assoc_sock: Any, preread: bytes = b"") -> Any:
         return buf
 
     return recv
+
+
+def tls_failure(assoc: Any) -> ssl.SSLError | None:
+    """The TLS error our receive met on ``assoc``, if any.
+
+    With TLS 1.3 a server checks the client's certificate after the client
+    has finished its handshake: a refusal (no certificate, an unknown CA)
+    arrives as an alert on the first read, here, not in ``connect``.
+    """
+    assoc_sock = getattr(getattr(assoc, "dul", None), "socket", None)
+    error = getattr(assoc_sock, "_adn_tls_error", None)
+    return error if isinstance(error, ssl.SSLError) else None
 
 
 def refusal(assoc: Any) -> str | None:
@@ -333,10 +380,57 @@ class _RecordingSocket(socket.socket):
         _tune_socket(self)
 
 
-class RequestorSocket(AssociationSocket):
-    """pynetdicom's AssociationSocket, tuned, bounded, and recording connect failures."""
+class _RecordingTlsSocket(ssl.SSLSocket):
+    """A TLS socket that remembers why ``connect`` (TCP connect, then handshake) failed.
+
+    ``handshaking``: the TCP connection was made and the handshake had begun,
+    so the failure is TLS's, not TCP's.
+    """
 
     connect_error: OSError | None = None
+    handshaking = False
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+        _tune_socket(self)
+
+    def do_handshake(self, block: bool = False) -> None:
+        self.handshaking = True
+        super().do_handshake(block)
+
+
+class _TlsWrapper:
+    """Stands for the SSLContext in pynetdicom's ``tls_args``: wraps with the real
+    context, as pynetdicom would, into a :class:`_RecordingTlsSocket`."""
+
+    def __init__(self, context: ssl.SSLContext, owner: RequestorSocket) -> None:
+        self._context = context
+        self._owner = owner
+
+    def wrap_socket(self, sock: socket.socket, **kwargs: Any) -> ssl.SSLSocket:
+        wrapped = self._context.wrap_socket(sock, **kwargs)
+        wrapped.__class__ = _RecordingTlsSocket
+        self._owner._tls_socket = cast(_RecordingTlsSocket, wrapped)
+        return wrapped
+
+
+class RequestorSocket(AssociationSocket):
+    """pynetdicom's AssociationSocket, tuned, bounded, and recording connect failures.
+
+    With TLS (``tls_args``, given to ``AE.associate``), pynetdicom wraps the
+    socket before connecting; the TCP connect and the handshake then both run
+    under the connect timeout, and :attr:`connect_error` / :attr:`tls_failed`
+    say which failed and why.
+    """
+
+    connect_error: OSError | None = None
+    #: The connect failed in the TLS handshake (connect_error says why).
+    tls_failed = False
+    _tls_socket: _RecordingTlsSocket | None = None
 
     def __init__(self, assoc: Any, address: AddressInformation) -> None:
         super().__init__(assoc, address=address)
@@ -354,8 +448,17 @@ class RequestorSocket(AssociationSocket):
         return sock
 
     def connect(self, primitive: Any) -> None:
+        tls = self.tls_args
+        if tls is not None and isinstance(tls[0], ssl.SSLContext):
+            self.tls_args = (_TlsWrapper(tls[0], self), tls[1])  # type: ignore[assignment]
         super().connect(primitive)  # clears the socket timeout once connected
         self.connect_error = self._raw.connect_error
+        wrapped = self._tls_socket
+        if wrapped is not None and self.connect_error is None:
+            self.connect_error = wrapped.connect_error
+            self.tls_failed = wrapped.connect_error is not None and (
+                wrapped.handshaking or isinstance(wrapped.connect_error, ssl.SSLError)
+            )
         if self._is_connected and self.socket is not None:
             set_network_timeout(self.assoc, self.socket)
 
@@ -363,6 +466,8 @@ class RequestorSocket(AssociationSocket):
         """Close the raw socket: pynetdicom skips it when negotiation ends before
         the connection was made (its ``close()`` returns early then)."""
         self._raw.close()
+        if self._tls_socket is not None:
+            self._tls_socket.close()
 
 
 class RequestorAE(AE):
@@ -402,15 +507,17 @@ def tune_association(assoc: Any, preread: bytes = b"") -> None:
     bound_kill(assoc)
     drop_unread_log_handlers(assoc)
     make_event_driven(assoc)  # an accepted association (not started yet)
-    if sock.__class__.__name__ != "SSLSocket":
+    if not isinstance(sock, ssl.SSLSocket):
         install_writer(assoc, assoc_sock)
     try:
         _tune_socket(sock)
         set_network_timeout(assoc, sock)
     except OSError:  # pragma: no cover - socket already closed
         return
-    if not hasattr(sock, "recv_into") or sock.__class__.__name__ == "SSLSocket":
+    if not hasattr(sock, "recv_into"):
         return
+    # A TLS socket too: its recv_into reads decrypted bytes, and the request
+    # the acceptor read through TLS is ``preread``.
     assoc_sock.recv = _fast_recv_factory(assoc_sock, preread)
     assoc_sock._adn_tuned = True
 

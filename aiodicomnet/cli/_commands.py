@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -29,9 +30,10 @@ from ..results import InstanceOutcome, Progress
 from ..server import StorageServer
 from ..storage import DiskStorage, ReceivedInstance
 from ..timeouts import Timeouts
+from ..tls import server_context
 from ._cohort import cmd_cohort
 from ._output import Output, format_size, plural, text_of
-from ._parser import UsageError, build_query, resolve_node
+from ._parser import UsageError, build_query, resolve_node, tls_options, with_tls
 
 if TYPE_CHECKING:
     from ..archive_web import DicomWebServer
@@ -84,7 +86,8 @@ class Context:
         return Timeouts().with_(connect=seconds, acse=seconds, dimse=seconds)
 
     def node(self, spec: str) -> AnyNode:
-        return resolve_node(spec, self.config, getattr(self.args, "aec", None))
+        node = resolve_node(spec, self.config, getattr(self.args, "aec", None))
+        return with_tls(node, self.args)
 
     def client(self) -> Client:
         try:
@@ -456,11 +459,15 @@ async def cmd_serve(ctx: Context) -> int:
         raise UsageError("--dicomweb needs hypercorn: pip install 'aiodicomnet[web]'")
     try:
         if args.archive:
-            destinations: dict[str, tuple[str, int]] = {
+            destinations: dict[str, tuple[str, int] | Node] = {
                 entry.ae_title: (entry.host, entry.port)
                 for entry in config.nodes.values()
                 if not entry.is_web
             }
+            for entry in config.nodes.values():
+                tls_node = entry.node if entry.tls else None  # its TLS context, built now
+                if isinstance(tls_node, Node):
+                    destinations[entry.ae_title] = tls_node
             for text in args.dest or []:
                 try:
                     dest = Node.parse(text)
@@ -475,6 +482,7 @@ async def cmd_serve(ctx: Context) -> int:
                 destinations=destinations,
                 stream=True,
                 allowed_calling_aets=allowed,
+                tls=_server_tls(args),
             )
         else:
             server = StorageServer(
@@ -483,6 +491,7 @@ async def cmd_serve(ctx: Context) -> int:
                 port,
                 storage=DiskStorage(directory),
                 allowed_calling_aets=allowed,
+                tls=_server_tls(args),
             )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -573,6 +582,18 @@ def _label(node: AnyNode) -> str:
     return node.name or (node.url if isinstance(node, WebNode) else node.ae_title)
 
 
+def _server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """serve's TLS context (``--tls-cert``, ``--tls-key``, ``--tls-client-ca``), if any."""
+    if args.tls_cert is None:
+        if args.tls_key is not None or args.tls_client_ca is not None:
+            raise UsageError("--tls-key and --tls-client-ca need --tls-cert")
+        return None
+    try:
+        return server_context(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--tls-cert: {exc}") from None
+
+
 def _node_record(entry: NodeEntry) -> dict[str, object]:
     """A configured node as a JSON record."""
     if entry.is_web:
@@ -583,6 +604,7 @@ def _node_record(entry: NodeEntry) -> dict[str, object]:
         "host": entry.host,
         "port": entry.port,
         "description": entry.description,
+        "tls": entry.tls,
     }
 
 
@@ -619,6 +641,7 @@ async def cmd_nodes(ctx: Context) -> int:
             web["verify"] = ctx.args.ca
         if getattr(ctx.args, "insecure", False):
             web["verify"] = False
+        web.update(tls_options(ctx.args))
         entry = config.add_node(
             ctx.args.name,
             ctx.args.address,

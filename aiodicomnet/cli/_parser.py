@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
@@ -11,9 +12,18 @@ from .. import __version__
 from ..config import Config, UnknownNode
 from ..nodes import AnyNode, Node, WebNode
 from ..query import LEVELS, Query
+from ..tls import client_context
 from ._cohort import add_arguments as add_cohort_arguments
 
-__all__ = ["EXIT_CODES", "UsageError", "build_parser", "parse_key", "resolve_node"]
+__all__ = [
+    "EXIT_CODES",
+    "UsageError",
+    "build_parser",
+    "parse_key",
+    "resolve_node",
+    "tls_options",
+    "with_tls",
+]
 
 #: (code, meaning) for the help epilog and the documentation.
 EXIT_CODES = (
@@ -78,7 +88,7 @@ def resolve_node(spec: str, config: Config, called_ae: str | None = None) -> Any
         if isinstance(node, WebNode):
             raise UsageError("-aec: a DICOMweb node has no AE title")
         try:
-            node = Node(called_ae, node.host, node.port, node.name)
+            node = Node(called_ae, node.host, node.port, node.name, tls=node.tls)
         except ValueError as exc:
             raise UsageError(f"-aec: {exc}") from None
     return node
@@ -220,7 +230,55 @@ def _network() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="connect, association and DIMSE timeout (default: 10, 30, 60 s)",
     )
+    _tls_client_options(parser.add_argument_group("DICOM over TLS (a node given as AET@HOST:PORT)"))
     return parser
+
+
+def _tls_client_options(group: Any) -> None:
+    """``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-no-hostname-check``."""
+    group.add_argument("--tls", action="store_true", help="DICOM over TLS (TLS 1.2+, BCP 195)")
+    group.add_argument("--tls-ca", metavar="PEM", help="CAs to trust (default: the system's)")
+    group.add_argument("--tls-cert", metavar="PEM", help="our certificate, for mutual TLS")
+    group.add_argument("--tls-key", metavar="PEM", help="our private key (if not in --tls-cert)")
+    group.add_argument(
+        "--tls-no-hostname-check",
+        dest="tls_check_hostname",
+        action="store_false",
+        help="do not check that the certificate names the host",
+    )
+
+
+def tls_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TLS options given on the command line, as configuration keys (empty: none)."""
+    options: dict[str, Any] = {}
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    if getattr(args, "tls", False) or options:
+        options["tls"] = True
+    if options and not getattr(args, "tls_check_hostname", True):
+        options["tls_check_hostname"] = False
+    return options
+
+
+def with_tls(node: AnyNode, args: argparse.Namespace) -> AnyNode:
+    """``node`` reached over TLS as the command line says (unchanged without TLS options)."""
+    options = tls_options(args)
+    if not options:
+        return node
+    if isinstance(node, WebNode):
+        raise UsageError("--tls options: a DICOMweb node uses https:// instead")
+    try:
+        context = client_context(
+            ca=options.get("tls_ca"),
+            cert=options.get("tls_cert"),
+            key=options.get("tls_key"),
+            check_hostname=options.get("tls_check_hostname", True),
+        )
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--tls: {exc}") from None
+    return Node(node.ae_title, node.host, node.port, node.name, tls=context)
 
 
 def _query_options(parser: argparse.ArgumentParser, default_level: str) -> None:
@@ -398,6 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--count", type=_positive, metavar="N", help="stop after receiving N instances"
     )
+    serve_tls = serve.add_argument_group("DICOM over TLS")
+    serve_tls.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
+    serve_tls.add_argument("--tls-key", metavar="PEM", help="its private key (if not in the PEM)")
+    serve_tls.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="mutual TLS: require client certificates from these CAs",
+    )
 
     nodes = command("nodes", "the configured nodes: list, add, remove, echo; our own AE: local")
     actions = nodes.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -427,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--insecure", action="store_true", help="DICOMweb: no TLS verification")
     add.add_argument("--cert", metavar="PEM", help="DICOMweb: client certificate (and key)")
     add.add_argument("--concurrency", type=int, metavar="N", help="DICOMweb: requests at once")
+    _tls_client_options(add.add_argument_group("DICOM over TLS (an AET@HOST:PORT node)"))
     add.add_argument("-d", "--description", metavar="TEXT")
     add.add_argument("-f", "--force", action="store_true", help="replace a node of that name")
     remove = action("remove", "remove a node")
