@@ -19,19 +19,22 @@ For deterministic clean-up when breaking out of a loop early, prefer::
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, aclosing
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from ._dimse import contexts as _cx
 from ._dimse.association import Association, next_message_id
 from ._dimse.connector import Connector
 from ._dimse.incoming import handle_store
 from ._dimse.store_plan import StoreSource, send_all
+from .commitment import CommitResult, Reference, commit_request, references
 from .dicomweb import WebTransport
 from .errors import IncompleteRetrieve, NegotiationError, QueryError, StatusError
+from .mpps import MPPS_SOP_CLASS
 from .nodes import AnyNode, Node, WebNode, validate_ae_title
 from .operation import Operation, as_list, last
 from .pooling import DEFAULT_POOL, PoolConfig
@@ -40,6 +43,7 @@ from .results import InstanceOutcome, Progress, StoreResult
 from .server import StorageServer
 from .storage import MemoryStorage, ReceivedInstance, Storage
 from .timeouts import Timeouts
+from .worklist import WorklistQuery
 
 __all__ = ["Client", "Operation"]
 
@@ -135,10 +139,35 @@ class Client:
             node, _cx.query_contexts(), lambda a: a.echo(), timeouts=timeouts
         )
 
+    async def verify_identity(self, node: Node) -> bytes | None:
+        """Associate with ``node`` offering its :attr:`~aiodicomnet.Node.identity`; C-ECHO
+        on that association; return the node's User Identity server response.
+
+        ``b""`` when the node confirmed a username or passcode, the server's
+        Kerberos ticket, SAML response or JWT for the others, ``None`` when
+        it sent no response (it was not asked to, or does not support the
+        negotiation).
+
+        Raises:
+            AssociationRejected: the node refused the identity (or the AE).
+            IdentityNotConfirmed: a confirmation was asked for and none came.
+        """
+
+        async def body(assoc: Association) -> bytes | None:
+            await assoc.echo()
+            return assoc.identity_response
+
+        return await self._connector.run(node, _cx.query_contexts(), body)
+
     # ------------------------------------------------------------------ C-FIND
 
     def find(
-        self, node: AnyNode, query: QueryLike, *, model: str | None = None, fuzzy: bool = False
+        self,
+        node: AnyNode,
+        query: QueryLike | WorklistQuery,
+        *,
+        model: str | None = None,
+        fuzzy: bool = False,
     ) -> Operation[Dataset, list[Dataset]]:
         """Search ``node`` with C-FIND (QIDO-RS on a :class:`WebNode`).
 
@@ -146,6 +175,11 @@ class Client:
         a list of all of them.  ``query`` is a :class:`Query` or a raw
         identifier Dataset (with QueryRetrieveLevel); ``model`` is
         ``"PATIENT_ROOT"`` or ``"STUDY_ROOT"`` (default: the query's own).
+
+        A :class:`~aiodicomnet.WorklistQuery` searches the node's Modality
+        Worklist (Modality Worklist Information Model - FIND, on an
+        association of its own); each result holds its Scheduled Procedure
+        Step Sequence.  A DIMSE service only.
 
         On a :class:`WebNode` every matching type has its QIDO-RS parameter,
         results are paged transparently, and ``fuzzy=True`` asks for fuzzy
@@ -159,6 +193,15 @@ class Client:
             ProtocolError: a response could not be decoded (the results
                 yielded before it are not the whole answer).
         """
+        if isinstance(query, WorklistQuery):
+            if isinstance(node, WebNode):
+                raise QueryError("Modality Worklist is a DIMSE service: it needs a Node")
+            if model is not None or fuzzy:
+                raise QueryError("a WorklistQuery takes neither model= nor fuzzy=")
+            wl_identifier, wl_contexts = query.to_dataset(), _cx.worklist_contexts()
+            return Operation(
+                lambda: self._find(node, wl_identifier, query.sop_class, wl_contexts), as_list
+            )
         if isinstance(node, WebNode):
             identifier, _ = as_identifier(query, model, service="find")  # checked before sending
             web = self._web
@@ -166,14 +209,18 @@ class Client:
         if fuzzy:
             raise QueryError("fuzzy matching is a QIDO-RS option: it needs a WebNode")
         identifier, model_name = as_identifier(query, model, service="find")
-        return Operation(lambda: self._find(node, identifier, model_name), as_list)
+        uid = sop_class(model_name, "find")
+        return Operation(lambda: self._find(node, identifier, uid, _cx.query_contexts()), as_list)
 
     async def _find(
-        self, node: Node, identifier: Dataset, model: str
+        self,
+        node: Node,
+        identifier: Dataset,
+        uid: str,
+        contexts: Sequence[Any],
     ) -> AsyncGenerator[Dataset, None]:
-        uid = sop_class(model, "find")
         async with aclosing(
-            self._connector.stream(node, _cx.query_contexts(), lambda a: a.find(identifier, uid))
+            self._connector.stream(node, contexts, lambda a: a.find(identifier, uid))
         ) as responses:
             async for ds in responses:
                 yield ds
@@ -342,6 +389,103 @@ class Client:
         ) as instances:
             async for instance in instances:
                 yield instance
+
+    # ------------------------------------------------------------------ Storage Commitment
+
+    async def commit(
+        self,
+        node: Node,
+        sent: StoreResult | Iterable[Reference],
+        *,
+        via: StorageServer | None = None,
+        report_timeout: float = 60.0,
+    ) -> CommitResult:
+        """Ask ``node`` to take responsibility for instances sent to it (Storage Commitment).
+
+        ``sent`` is the :class:`StoreResult` of a store (its stored instances
+        are named) or (SOP Class UID, SOP Instance UID) pairs.  An N-ACTION
+        with a new Transaction UID asks for the commitment; the result, an
+        N-EVENT-REPORT with that Transaction UID, is awaited on the same
+        association (kept open meanwhile) and, with ``via`` (a running
+        :class:`~aiodicomnet.StorageServer` the node knows as this client's
+        AE title's address), on an association the node opens to that
+        server, whichever comes first (PS3.4 J.3.3 allows both).
+
+        Returns:
+            a :class:`~aiodicomnet.CommitResult`: what is committed, what
+            failed with its reason, and what the report left out.
+
+        Raises:
+            ValueError: nothing to commit.
+            StatusError: the node refused the request (the N-ACTION status).
+            CommitmentTimeout: no result within ``report_timeout`` seconds.
+            AssociationAborted: the association ended while the result
+                could only come on it (no ``via``).
+            ConnectError, AssociationRejected, NegotiationError, DicomTimeout:
+                as for any service.
+        """
+        refs = references(sent)
+        transaction_uid = str(generate_uid())
+        action = commit_request(transaction_uid, refs)
+        merge = None
+        if via is not None:
+            server = via
+
+            def merge(deliver: Callable[[Any], None]) -> AbstractContextManager[Any]:
+                return server.expect_report(transaction_uid, deliver)
+
+        async def body(assoc: Association) -> tuple[int, Dataset]:
+            return await assoc.commit(action, transaction_uid, within=report_timeout, merge=merge)
+
+        _, info = await self._connector.run(node, _cx.commitment_contexts(), body)
+        return CommitResult.from_report(transaction_uid, refs, info)
+
+    # ------------------------------------------------------------------ MPPS
+
+    async def mpps_create(
+        self, node: Node, attributes: Dataset, *, sop_instance_uid: str | None = None
+    ) -> str:
+        """Create a Modality Performed Procedure Step on ``node`` (N-CREATE); return its UID.
+
+        ``attributes`` are those of a step that starts
+        (:func:`aiodicomnet.mpps.in_progress` builds them).  The SOP Instance
+        UID is ours to choose (IHE Scheduled Workflow has the modality make
+        it): a new one unless ``sop_instance_uid`` is given.  Keep it for
+        :meth:`mpps_set`.
+
+        Two calls named after their DIMSE messages rather than an ``Mpps``
+        object: the step's state lives at the SCP (it refuses an N-SET of a
+        step already completed), the two messages may be minutes and
+        processes apart, and the UID is all that links them.
+
+        Raises:
+            StatusError: the SCP refused the step (for example 0x0106,
+                invalid attribute value; 0x0111, duplicate SOP Instance).
+        """
+        uid = sop_instance_uid or str(generate_uid())
+
+        async def body(assoc: Association) -> Dataset:
+            return await assoc.n_create(MPPS_SOP_CLASS, uid, attributes)
+
+        await self._connector.run(node, _cx.mpps_contexts(), body)
+        return uid
+
+    async def mpps_set(self, node: Node, sop_instance_uid: str, modifications: Dataset) -> None:
+        """Update the Modality Performed Procedure Step ``sop_instance_uid`` (N-SET).
+
+        ``modifications``: the attributes that change, usually the end of
+        the step (:func:`aiodicomnet.mpps.completed` or
+        :func:`~aiodicomnet.mpps.discontinued`).
+
+        Raises:
+            StatusError: the SCP refused (0x0110 with Error ID 0xA710 once the
+                step is COMPLETED or DISCONTINUED; 0x0112, no such instance).
+        """
+
+        async def body(assoc: Association) -> Dataset:
+            return await assoc.n_set(MPPS_SOP_CLASS, sop_instance_uid, modifications)
+
+        await self._connector.run(node, _cx.mpps_contexts(), body)
 
     # ------------------------------------------------------------------ DICOMweb only
 

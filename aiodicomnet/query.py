@@ -77,6 +77,8 @@ __all__ = [
     "Universal",
     "Wildcard",
     "as_identifier",
+    "checked_keys",
+    "identifier_dataset",
     "sop_class",
 ]
 
@@ -866,11 +868,8 @@ class Query:
         if self._defaults:
             for keyword in DEFAULT_RETURN_KEYS[self._level]:
                 keys.setdefault(keyword, Universal())
-        ds = Dataset()
+        ds = identifier_dataset(keys)
         ds.QueryRetrieveLevel = self._level
-        _fill(ds, keys)
-        if "SpecificCharacterSet" not in keys and not all(t.isascii() for t in _texts(keys)):
-            ds.SpecificCharacterSet = "ISO_IR 192"
         return ds
 
     def for_retrieve(self, *, hierarchical: bool = False) -> Query:
@@ -921,6 +920,28 @@ class Query:
             f"Query({self._level!r}, {dict(self._keys)!r}, model={self._model!r}, "
             f"defaults={self._defaults!r})"
         )
+
+
+def checked_keys(keys: Mapping[str, object], *, nested: bool = False) -> dict[str, Matcher]:
+    """Keys (keyword to value) validated and turned into matchers, in tag order.
+
+    The rules of :class:`Query` for any identifier (the Modality Worklist's
+    too); ``nested`` for the keys of a sequence item.
+
+    Raises:
+        QueryError: an unknown keyword or a value its VR does not allow.
+    """
+    return _coerce_keys(keys, nested=nested)
+
+
+def identifier_dataset(keys: Mapping[str, Matcher]) -> Dataset:
+    """The identifier holding ``keys`` (from :func:`checked_keys`), with
+    SpecificCharacterSet ``"ISO_IR 192"`` (UTF-8) when a value is not ASCII."""
+    ds = Dataset()
+    _fill(ds, keys)
+    if "SpecificCharacterSet" not in keys and not all(t.isascii() for t in _texts(keys)):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
 
 
 def _rebuild(level: str, keys: dict[str, Matcher], model: str, defaults: bool) -> Query:

@@ -34,7 +34,10 @@ from pynetdicom import build_context, build_role
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
+from ..commitment import STORAGE_COMMITMENT
+from ..mpps import MPPS_SOP_CLASS
 from ..transfer_syntaxes import COMPRESSED, NATIVE, UNCOMPRESSED
+from ..worklist import MODALITY_WORKLIST_FIND
 from .patches import copy_context
 
 __all__ = [
@@ -42,14 +45,21 @@ __all__ = [
     "DEFAULT_GET_SOP_CLASSES",
     "GET_COMPRESSED",
     "MAX_CONTEXTS",
+    "MPPS",
+    "STORAGE_COMMITMENT",
     "UNCOMPRESSED",
+    "WORKLIST_FIND",
     "accept_order",
+    "commitment_contexts",
+    "commitment_report_context",
     "contexts_key",
     "get_contexts",
+    "mpps_contexts",
     "query_contexts",
     "set_transfer_syntaxes",
     "store_context_groups",
     "verification_contexts",
+    "worklist_contexts",
 ]
 
 MAX_CONTEXTS = 128
@@ -144,6 +154,49 @@ def _query_contexts() -> tuple[PresentationContext, ...]:
     # C-ECHO or C-FIND); each association gets copies, as pynetdicom numbers them.
     syntaxes: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     return tuple(build_context(uid, list(syntaxes)) for uid in [_VERIFICATION, *_QUERY_MODELS])
+
+
+WORKLIST_FIND = MODALITY_WORKLIST_FIND
+MPPS = MPPS_SOP_CLASS
+
+
+def _with_verification(sop_class: str) -> list[PresentationContext]:
+    syntaxes: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    return [build_context(uid, list(syntaxes)) for uid in (_VERIFICATION, sop_class)]
+
+
+def worklist_contexts() -> list[PresentationContext]:
+    """Verification and the Modality Worklist FIND model (a worklist C-FIND).
+
+    Apart from :func:`query_contexts`: a RIS answering worklist queries is
+    rarely a Query/Retrieve SCP, and the PACS that is would only reject it.
+    """
+    return _with_verification(WORKLIST_FIND)
+
+
+def mpps_contexts() -> list[PresentationContext]:
+    """Verification and Modality Performed Procedure Step (N-CREATE, N-SET)."""
+    return _with_verification(MPPS)
+
+
+def commitment_contexts() -> list[PresentationContext]:
+    """Verification and Storage Commitment Push Model (N-ACTION, and the
+    N-EVENT-REPORT an SCP may send back on the same association)."""
+    return _with_verification(STORAGE_COMMITMENT)
+
+
+def commitment_report_context() -> PresentationContext:
+    """What a Storage SCP accepts for the N-EVENT-REPORT of a Storage Commitment.
+
+    An archive reporting on an association of its own is its requestor and
+    proposes the SCP role for the class (SCP/SCU Role Selection, PS3.4
+    J.3.3); we take the SCU role of Storage Commitment there, which PS3.7
+    D.3.3.4 lets the acceptor grant only when its context allows both.
+    """
+    cx = build_context(STORAGE_COMMITMENT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    cx.scu_role = True
+    cx.scp_role = True
+    return cx
 
 
 def contexts_key(

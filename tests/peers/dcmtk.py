@@ -7,6 +7,8 @@ Fixtures (session scope, each started on first request):
 - ``dcmqrscp``: DCMTK's Query/Retrieve SCP, empty; it knows the C-MOVE
   destinations from ``dcmqrscp_destinations``.
 - ``dcmqrscp_loaded``: ``dcmqrscp`` holding the generated ``corpus``.
+- ``wlmscpfs``: DCMTK's Modality Worklist SCP, answering from the worklist
+  files a test writes (``WlmScp.write``).
 
 ``dcmtk_tool("findscu", ...)`` runs a DCMTK client with ``TCP_NODELAY=1``.
 
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from aiodicomnet import Node
 from tests.data import Corpus, write_files
@@ -33,7 +37,7 @@ from tests.peers.util import PeerProcess, find_dcmtk, free_port, wait_for_port
 # (corpus, move_destination, storescp_port).
 pytest_plugins = ["tests.peers.util"]
 
-__all__ = ["DCMTK_ENV", "DcmQrScp", "StoreScp", "dcmtk_tool"]
+__all__ = ["DCMTK_ENV", "DcmQrScp", "StoreScp", "WlmScp", "dcmtk_tool"]
 
 HOST = "127.0.0.1"
 
@@ -257,6 +261,71 @@ class DcmQrScp(_DcmtkServer):
 
     def __repr__(self) -> str:
         return f"<DcmQrScp {self.node} destinations={self.destinations}>"
+
+
+class WlmScp(_DcmtkServer):
+    """DCMTK wlmscpfs: a Modality Worklist SCP answering from worklist files.
+
+    It serves the files in ``<directory>/<AE title>/`` (``*.wl``, beside the
+    ``lockfile`` wlmscpfs requires), read anew for every C-FIND: :meth:`write`
+    replaces them.  One process (``--single-process``), files missing a
+    required attribute are rejected as wlmscpfs does by default.
+    """
+
+    def __init__(self, workdir: Path, *, ae_title: str = "WLMSCP", port: int | None = None) -> None:
+        self.ae_title = ae_title
+        self.host = HOST
+        self.port = port if port is not None else free_port()
+        self.node = Node(ae_title, HOST, self.port)
+        self.workdir = workdir
+        self.directory = workdir / "worklists"
+        (self.directory / ae_title).mkdir(parents=True, exist_ok=True)
+        (self.directory / ae_title / "lockfile").touch()
+        self.log_path = workdir / "wlmscpfs.log"
+        self.process: PeerProcess | None = None
+
+    def start(self, timeout: float = 30.0) -> WlmScp:
+        argv = [
+            find_dcmtk("wlmscpfs"),
+            "--verbose",
+            "--single-process",
+            "--data-files-path", str(self.directory),
+            "--disable-host-lookup",
+            str(self.port),
+        ]  # fmt: skip
+        self._launch("wlmscpfs", argv, timeout, log_path=self.log_path, env=_env())
+        return self
+
+    def __enter__(self) -> WlmScp:
+        return self.start()
+
+    def write(self, items: Iterable[Dataset]) -> list[Path]:
+        """Replace the worklist with ``items`` (one ``.wl`` file each, Part 10)."""
+        folder = self.directory / self.ae_title
+        for old in folder.glob("*.wl"):
+            old.unlink()
+        paths = []
+        for i, item in enumerate(items):
+            ds = Dataset()
+            ds.update(item)
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.31"
+            ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            path = folder / f"item{i:03d}.wl"
+            ds.save_as(path, enforce_file_format=True)
+            paths.append(path)
+        return paths
+
+    def __repr__(self) -> str:
+        return f"<WlmScp {self.node}>"
+
+
+@pytest.fixture(scope="session")
+def wlmscpfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WlmScp]:
+    """wlmscpfs as ``WLMSCP`` on a free port, Nagle off, with an empty worklist."""
+    with WlmScp(tmp_path_factory.mktemp("wlmscpfs")) as scp:
+        yield scp
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """In-process peers for fault injection: a scriptable pynetdicom SCP and a silent TCP server.
 
 ``ScriptedSCP`` runs a pynetdicom AE server on 127.0.0.1 (free port) whose
-C-FIND/C-MOVE/C-GET/C-STORE/C-ECHO handlers are plain functions the test
+C-FIND/C-MOVE/C-GET/C-STORE/C-ECHO (and N-ACTION, N-CREATE, N-SET: Storage
+Commitment and MPPS) handlers are plain functions the test
 sets; it records what happened (C-CANCEL seen, aborts, releases) in
 ``threading.Event`` objects tests can wait on.
 """
@@ -20,10 +21,12 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    ModalityPerformedProcedureStep,
     MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -55,6 +58,9 @@ class ScriptedSCP:
     on_get: Handler | None = None
     on_store: Handler | None = None
     on_echo: Handler | None = None
+    on_n_action: Handler | None = None
+    on_n_create: Handler | None = None
+    on_n_set: Handler | None = None
     require_called_aet: bool = True
     cancelled: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
@@ -78,10 +84,13 @@ class ScriptedSCP:
         with self._count_lock:
             self.accepted_count = self.max_active = 0
         self.on_find = self.on_move = self.on_get = self.on_store = self.on_echo = None
+        self.on_n_action = self.on_n_create = self.on_n_set = None
 
     def _dispatch(self, name: str) -> Handler:
         def handler(event: evt.Event) -> Any:
             fn = getattr(self, name)
+            if fn is None and name.startswith("on_n_"):
+                return 0x0110, None  # DIMSE-N: processing failure
             if fn is None:
                 return 0xC000 if name in ("on_store", "on_echo") else iter([(0xC000, None)])
             return fn(event)
@@ -95,6 +104,9 @@ class ScriptedSCP:
             (evt.EVT_C_MOVE, self._dispatch("on_move")),
             (evt.EVT_C_GET, self._dispatch("on_get")),
             (evt.EVT_C_STORE, self._dispatch("on_store")),
+            (evt.EVT_N_ACTION, self._dispatch("on_n_action")),
+            (evt.EVT_N_CREATE, self._dispatch("on_n_create")),
+            (evt.EVT_N_SET, self._dispatch("on_n_set")),
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -136,6 +148,8 @@ class ScriptedSCP:
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = self.require_called_aet
         ae.add_supported_context(Verification)
+        ae.add_supported_context(StorageCommitmentPushModel)
+        ae.add_supported_context(ModalityPerformedProcedureStep)
         for model in QR_MODELS:
             ae.add_supported_context(model)
         for cx in AllStoragePresentationContexts:
