@@ -13,22 +13,25 @@
 
 from __future__ import annotations
 
-from . import tls
+from . import mpps, tls
 from .archive import Archive
 from .browse import BrowseTree, browse
 from .client import Client, Operation
+from .commitment import CommitFailure, CommitResult
 from .errors import (
     AssociationAborted,
     AssociationError,
     AssociationRejected,
     AssociationTimeout,
     AuthError,
+    CommitmentTimeout,
     ConnectError,
     ConnectTimeout,
     DicomError,
     DicomTimeout,
     DimseTimeout,
     HttpError,
+    IdentityNotConfirmed,
     ImagingError,
     IncompleteRetrieve,
     NegotiationError,
@@ -41,6 +44,7 @@ from .errors import (
     TlsError,
 )
 from .fanout import FindAllResult, NodeResult, NodeResults, echo_all, find_all
+from .identity import IdentityOffer, UserIdentity
 from .imaging.load import load_volume
 from .nodes import AnyNode, Node, WebNode, validate_ae_title
 from .pooling import PoolConfig
@@ -66,6 +70,7 @@ from .storage import (
     Storage,
 )
 from .timeouts import Timeouts
+from .worklist import WorklistQuery
 
 __version__ = "0.1.0"
 
@@ -80,6 +85,9 @@ __all__ = [
     "BrowseTree",
     "CallbackStorage",
     "Client",
+    "CommitFailure",
+    "CommitResult",
+    "CommitmentTimeout",
     "ConnectError",
     "ConnectTimeout",
     "DateRange",
@@ -90,6 +98,8 @@ __all__ = [
     "DiskStorage",
     "FindAllResult",
     "HttpError",
+    "IdentityNotConfirmed",
+    "IdentityOffer",
     "ImagingError",
     "IncomingInstance",
     "IncompleteRetrieve",
@@ -120,12 +130,15 @@ __all__ = [
     "TlsError",
     "UIDList",
     "Universal",
+    "UserIdentity",
     "WebNode",
     "Wildcard",
+    "WorklistQuery",
     "browse",
     "echo_all",
     "find_all",
     "load_volume",
+    "mpps",
     "tls",
     "validate_ae_title",
 ]

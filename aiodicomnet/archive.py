@@ -74,15 +74,18 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from . import status as _status
 from . import transfer_syntaxes as _ts
 from ._dimse import contexts as _cx
+from ._dimse.association import ReportSender, commitment_report
 from ._dimse.bridge import run_in_thread
 from ._dimse.patches import CONN_OPEN_HANDLER, move_originator_handler
 from ._dimse.transcode import for_contexts
 from ._files import atomic_write
 from ._index import Counts, IdentifierError, Index, IndexedInstance
+from .commitment import STORAGE_COMMITMENT
 
 if TYPE_CHECKING:
     from .archive_web import DicomWebServer
 from .errors import StorageError, TranscodeError
+from .mpps import MPPS_SOP_CLASS
 from .nodes import Node, validate_ae_title
 from .server import StorageServer
 from .status import status_dataset
@@ -252,6 +255,11 @@ class Archive(StorageServer):
         self._held_lock = threading.Lock()
         # A C-MOVE's sub-association, under the requestor's association (see _sub_operations).
         self._move_carriers: dict[Any, list[Any]] = {}
+        # Storage Commitment results, each sent on an association of its own.
+        self._reporter = ReportSender(self.ae_title, self.timeouts)
+        # Modality Performed Procedure Steps received (N-CREATE, N-SET), by SOP Instance UID.
+        self._steps: dict[str, Dataset] = {}
+        self._steps_lock = threading.Lock()
 
     @property
     def index_path(self) -> Path:
@@ -309,6 +317,7 @@ class Archive(StorageServer):
             await super().__aexit__(exc_type, exc, tb)
         finally:
             with anyio.CancelScope(shield=True):
+                await run_in_thread(self._reporter.join)
                 await run_in_thread(self.close)
 
     # -- async API -----------------------------------------------------------------
@@ -488,7 +497,7 @@ class Archive(StorageServer):
                 self._accepting[sop_class] = cx
                 if sop_class in held:
                     _cx.set_transfer_syntaxes(cx, _cx.accept_order(held[sop_class], _ts.STORAGE))
-        for uid in (*_FIND_MODELS, *_MOVE_MODELS, *_GET_MODELS):
+        for uid in (*_FIND_MODELS, *_MOVE_MODELS, *_GET_MODELS, MPPS_SOP_CLASS):
             contexts.append(build_context(uid, list(_ts.NATIVE)))
         return contexts
 
@@ -509,6 +518,9 @@ class Archive(StorageServer):
             (evt.EVT_C_FIND, self._on_c_find),
             (evt.EVT_C_MOVE, self._on_c_move),
             (evt.EVT_C_GET, self._on_c_get),
+            (evt.EVT_N_ACTION, self._on_n_action),
+            (evt.EVT_N_CREATE, self._on_n_create),
+            (evt.EVT_N_SET, self._on_n_set),
         ]
 
     def _make_ae(self) -> Any:
@@ -645,6 +657,86 @@ class Archive(StorageServer):
             yield from self._sub_operations(event, instances)
         finally:
             self._move_carriers.pop(event.assoc, None)
+
+    # -- Storage Commitment SCP, MPPS SCP ---------------------------------------------
+
+    @property
+    def performed_steps(self) -> dict[str, Dataset]:
+        """The Modality Performed Procedure Steps received, by SOP Instance UID (copies)."""
+        with self._steps_lock:
+            return {uid: copy.deepcopy(ds) for uid, ds in self._steps.items()}
+
+    def _on_n_action(self, event: Any) -> tuple[Any, Dataset | None]:
+        """Storage Commitment (PS3.4 J.3): answer at once, report on a new association.
+
+        The result goes to the requestor's AE title as a destination of this
+        archive (``destinations``, as for C-MOVE); an AE without one is
+        answered Processing Failure, as nothing could reach it.  An instance
+        is committed when the index holds it, its file exists and its SOP
+        class is the one named; else it fails with 0x0112 (no such object
+        instance) or 0x0119 (class/instance conflict).
+        """
+        calling = str(event.assoc.requestor.ae_title).strip()
+        if str(event.request.RequestedSOPClassUID) != STORAGE_COMMITMENT:
+            return status_dataset(0x0118, "only Storage Commitment takes N-ACTION here"), None
+        if event.action_type != 1:
+            return status_dataset(0x0123, "no such action type"), None
+        address = self.destinations.get(calling)
+        if address is None:
+            LOGGER.warning("Storage Commitment for %s refused: no address to report to", calling)
+            return status_dataset(0x0110, f"{calling} is not a destination of this archive"), None
+        try:
+            request = event.action_information
+            transaction_uid = str(request.TransactionUID)
+        except Exception as exc:
+            return status_dataset(0x0110, f"cannot read the request: {exc}"), None
+        event_type, report = commitment_report(request, self._commitment_failure)
+        LOGGER.info(
+            "Storage Commitment %s for %s: event type %d", transaction_uid, calling, event_type
+        )
+        tls = _tls_args(self.destination_tls.get(calling), address[0])
+        self._reporter.send(address, calling, event_type, report, tls)
+        return _status.SUCCESS, None
+
+    def _commitment_failure(self, sop_class: str, sop_instance: str) -> int | None:
+        held = self._open_index().get(sop_instance)
+        if held is None or not held.path.exists():
+            return 0x0112
+        if held.sop_class_uid != sop_class:
+            return 0x0119
+        return None
+
+    def _on_n_create(self, event: Any) -> tuple[Any, Dataset | None]:
+        """MPPS N-CREATE (PS3.4 F.7.2.1): a new step, which must be IN PROGRESS."""
+        uid = event.request.AffectedSOPInstanceUID
+        if str(event.request.AffectedSOPClassUID) != MPPS_SOP_CLASS or not uid:
+            return status_dataset(0x0106, "an MPPS with its SOP Instance UID"), None
+        attrs = event.attribute_list
+        if attrs.get("PerformedProcedureStepStatus") != "IN PROGRESS":
+            return status_dataset(0x0106, "a new step is IN PROGRESS"), None
+        with self._steps_lock:
+            if str(uid) in self._steps:
+                return 0x0111, None  # duplicate SOP instance
+            self._steps[str(uid)] = attrs
+        return _status.SUCCESS, attrs
+
+    def _on_n_set(self, event: Any) -> tuple[Any, Dataset | None]:
+        """MPPS N-SET (PS3.4 F.7.2.2): once COMPLETED or DISCONTINUED, a step is final."""
+        uid = str(event.request.RequestedSOPInstanceUID)
+        modifications = event.modification_list
+        with self._steps_lock:
+            step = self._steps.get(uid)
+            if step is None:
+                return 0x0112, None  # no such SOP instance
+            if step.get("PerformedProcedureStepStatus") != "IN PROGRESS":
+                rsp = status_dataset(
+                    0x0110, "Performed Procedure Step Object may no longer be updated"
+                )
+                rsp.ErrorID = 0xA710
+                return rsp, None
+            for elem in modifications:
+                step[elem.tag] = elem
+        return _status.SUCCESS, None
 
     def _on_c_get(self, event: Any) -> Iterator[Any]:
         try:

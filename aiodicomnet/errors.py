@@ -14,11 +14,13 @@ meaning.
     |   +-- AssociationRejected A-ASSOCIATE-RJ (result, source, reason decoded)
     |   +-- AssociationAborted  A-ABORT / A-P-ABORT or connection lost mid-way
     |   +-- NegotiationError    accepted, but without a context we need
+    |   +-- IdentityNotConfirmed  accepted, without the user identity confirmation asked for
     |   +-- ProtocolError       the peer broke the protocol (e.g. undecodable response)
     +-- DicomTimeout            a configured timeout ran out (also TimeoutError)
     |   +-- ConnectTimeout      TCP connect
     |   +-- AssociationTimeout  ACSE: no A-ASSOCIATE-AC/RJ in time
     |   +-- DimseTimeout        no DIMSE response in time
+    |   +-- CommitmentTimeout   no Storage Commitment result (N-EVENT-REPORT) in time
     +-- StatusError             the peer answered with a failure status
     +-- IncompleteRetrieve      a retrieve did not bring everything (failed or missing)
     +-- TranscodeError          an instance cannot be converted to a syntax the peer accepted
@@ -47,11 +49,13 @@ __all__ = [
     "AssociationTimeout",
     "BurnedInAnnotationRefused",
     "CohortInputError",
+    "CommitmentTimeout",
     "ConnectError",
     "ConnectTimeout",
     "DicomError",
     "DicomTimeout",
     "DimseTimeout",
+    "IdentityNotConfirmed",
     "ImagingError",
     "IncompleteRetrieve",
     "NegotiationError",
@@ -170,6 +174,12 @@ class NegotiationError(AssociationError):
     """The association was accepted but without a presentation context we need."""
 
 
+class IdentityNotConfirmed(AssociationError):
+    """The node accepted the association without confirming the user identity
+    whose confirmation we asked for (positive response requested, PS3.7
+    D.3.3.7); the association was released at once, nothing was sent on it."""
+
+
 class DicomTimeout(DicomError, TimeoutError):
     """A configured timeout expired.
 
@@ -196,6 +206,24 @@ class AssociationTimeout(DicomTimeout, AssociationError):
 
 class DimseTimeout(DicomTimeout):
     """No DIMSE response arrived within the DIMSE timeout."""
+
+
+class CommitmentTimeout(DicomTimeout):
+    """The archive accepted a Storage Commitment request (N-ACTION) but sent no
+    result (N-EVENT-REPORT) within the time given.
+
+    The commitment is not refused: the archive may still report later, to a
+    Storage SCP that is listening; until then, nothing is known to be committed.
+
+    Attributes:
+        transaction_uid: the request's Transaction UID.
+    """
+
+    def __init__(
+        self, message: str, *, transaction_uid: str, seconds: float, node: Node | None = None
+    ) -> None:
+        super().__init__(message, timeout="commitment", seconds=seconds, node=node)
+        self.transaction_uid = transaction_uid
 
 
 class StatusError(DicomError):

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .identity import UserIdentity
+
 __all__ = ["AnyNode", "Auth", "Node", "WebNode", "validate_ae_title"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -59,6 +61,9 @@ class Node:
             with the node use (see :func:`aiodicomnet.tls.client_context`);
             ``None`` (default) for plain TCP. The handshake is bounded by the
             connect timeout; a failed one raises :class:`~aiodicomnet.TlsError`.
+        identity: the user identity offered in every association with the
+            node (:class:`~aiodicomnet.UserIdentity`: username, passcode,
+            Kerberos, SAML or JWT); its ``repr`` hides the secrets.
     """
 
     ae_title: str
@@ -66,6 +71,7 @@ class Node:
     port: int
     name: str | None = None
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    identity: UserIdentity | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title))
@@ -79,6 +85,10 @@ class Node:
             raise ValueError(f"Node port must be an int, not {self.port!r}")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"Node port {self.port} is outside 1-65535")
+        if self.identity is not None and not isinstance(self.identity, UserIdentity):
+            raise ValueError(
+                f"Node identity must be a UserIdentity, not {type(self.identity).__name__}"
+            )
         if self.tls is not None and not isinstance(self.tls, ssl.SSLContext):
             raise ValueError(f"Node tls must be an ssl.SSLContext, not {type(self.tls).__name__}")
 

@@ -46,6 +46,7 @@ Shutdown
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -53,7 +54,7 @@ import pickle
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -66,11 +67,14 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import transfer_syntaxes as _ts
 from ._dimse.acceptor import Acceptor
+from ._dimse.association import check_identity, handle_report
 from ._dimse.bridge import Closed, Inlet, Outbox, outbox, run_in_thread
+from ._dimse.contexts import commitment_report_context
 from ._dimse.incoming import handle_store
 from ._dimse.patches import CONN_OPEN_HANDLER, RequestorAE
 from ._dimse.patches import copy_context as _copy_context
 from ._dimse.receivers import HANDOFF, ReceiverPool, ReceiverSpec, make_acceptor_ae
+from .identity import IdentityOffer
 from .nodes import Node, validate_ae_title
 from .storage import (
     CallbackStorage,
@@ -219,6 +223,16 @@ class StorageServer:
             handshake before its request is read, both within the ACSE
             timeout; one that fails is logged and closed.  Not with
             ``workers`` > 1 (a context cannot go to another process).
+        identify: a hook deciding on the user identity of every association
+            request, offered or not: ``identify(offer)`` gets an
+            :class:`~aiodicomnet.IdentityOffer` (``kind`` None when the
+            request offers none) in the association's thread, before
+            negotiation, and returns False to reject (A-ASSOCIATE-RJ,
+            permanent, service-user), True to accept, or bytes to accept
+            with that server response (a Kerberos server ticket, a SAML
+            response, a JWT) when the requestor asked for a confirmation.
+            An exception rejects.  Keep it quick: the request waits for it.
+            Not with ``workers`` > 1.
     """
 
     def __init__(
@@ -240,6 +254,7 @@ class StorageServer:
         stall_warning: float = 10.0,
         workers: int = 1,
         tls: ssl.SSLContext | None = None,
+        identify: Callable[[IdentityOffer], bool | bytes] | None = None,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.host = host
@@ -283,6 +298,9 @@ class StorageServer:
                 "processes; use workers=1 (the default) for DICOM over TLS"
             )
         self.tls = tls
+        if identify is not None and workers > 1:
+            raise ValueError("identify= needs workers=1: the hook runs in this process")
+        self.identify = identify
         if workers > 1 and not HANDOFF:
             LOGGER.warning("workers=%d: receiver processes need Unix; one process used", workers)
             workers = 1
@@ -290,6 +308,7 @@ class StorageServer:
 
         self._lock = threading.Lock()
         self._subscriptions: list[Subscription] = []
+        self._reports: dict[str, Callable[[Any], None]] = {}
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._bound: Storage = self.storage
         self._box: Outbox[ReceivedInstance] | None = None
@@ -370,7 +389,7 @@ class StorageServer:
         example with Query/Retrieve Find, Move and Get). The 128-context limit
         binds only requestors; an acceptor may support any number.
         """
-        return [_copy_context(cx) for cx in _storage_contexts()]
+        return [_copy_context(cx) for cx in _storage_contexts()] + [commitment_report_context()]
 
     def _handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         """pynetdicom event handlers bound to every association of the server.
@@ -382,11 +401,20 @@ class StorageServer:
         """
         return [
             CONN_OPEN_HANDLER,
+            *self._identity_handlers(),
             (evt.EVT_C_STORE, self._on_c_store),
+            (evt.EVT_N_EVENT_REPORT, self._on_n_event_report),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_aborted),
         ]
+
+    def _identity_handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+        """The ``identify`` hook, when there is one, at the door of every association."""
+        hook = self.identify
+        if hook is None:
+            return []
+        return [(evt.EVT_REQUESTED, functools.partial(check_identity, identify=hook))]
 
     def _on_stored(self, instance: ReceivedInstance) -> None:
         """Called in the association thread once ``instance`` is stored.
@@ -434,6 +462,34 @@ class StorageServer:
         with self._lock:
             self._subscriptions.append(subscription)
         return subscription
+
+    @contextlib.contextmanager
+    def expect_report(self, transaction_uid: str, deliver: Callable[[Any], None]) -> Iterator[None]:
+        """Route the Storage Commitment result for ``transaction_uid`` to ``deliver``.
+
+        While the block runs, an N-EVENT-REPORT carrying that Transaction
+        UID, on any association to this server, is handed to
+        ``deliver((event_type, event_information))`` in the association's
+        thread, and answered Success once ``deliver`` returns.  A report
+        nobody expects is answered Processing Failure (0x0110), so the
+        archive keeps it.  :meth:`Client.commit <aiodicomnet.Client.commit>`
+        uses it (``via=server``).
+        """
+        with self._lock:
+            self._reports[transaction_uid] = deliver
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reports.pop(transaction_uid, None)
+
+    def _report_route(self, transaction_uid: str) -> Callable[[Any], None] | None:
+        with self._lock:
+            return self._reports.get(transaction_uid)
+
+    def _on_n_event_report(self, event: evt.Event) -> tuple[int, Dataset | None]:
+        """A Storage Commitment result (association thread): to whoever expects it."""
+        return handle_report(event, self._report_route)
 
     def _check_loop(self) -> None:
         """Refuse use from another event loop than the one the server runs on.

@@ -28,25 +28,32 @@ from typing import Any, cast
 import anyio
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, build_role, evt
 from pynetdicom.association import Association as _PynetAssociation
+from pynetdicom.dimse_primitives import N_EVENT_REPORT
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.presentation import PresentationContext
 
 from .. import status as _status
+from ..commitment import STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
 from ..errors import (
     AssociationAborted,
     AssociationRejected,
     AssociationTimeout,
+    CommitmentTimeout,
     ConnectError,
     ConnectTimeout,
     DicomError,
     DimseTimeout,
+    IdentityNotConfirmed,
     NegotiationError,
     ProtocolError,
     StatusError,
     TlsError,
     TranscodeError,
 )
+from ..identity import IDENTITY_KINDS, IdentityOffer, UserIdentity
 from ..nodes import Node
 from ..results import InstanceOutcome, Progress
 from ..storage import DeliveryRefused
@@ -67,7 +74,17 @@ from .patches import (
 from .transcode import for_contexts
 from .wire import FileToSend, read_file_to_send, send_c_store_file, write_stalled
 
-__all__ = ["Association", "StoreItem", "next_message_id", "not_sent"]
+__all__ = [
+    "Association",
+    "ReportSender",
+    "StoreItem",
+    "check_identity",
+    "commitment_report",
+    "handle_report",
+    "identity_items",
+    "next_message_id",
+    "not_sent",
+]
 
 log = logging.getLogger("aiodicomnet._dimse.association")
 
@@ -186,6 +203,13 @@ class Association:
         self._dimse_timed_out = False
         self._open_started = time.monotonic()
         self._last_rx = time.monotonic()
+        #: The acceptor's User Identity server response (``b""`` for a bare
+        #: confirmation), or None when it sent none.
+        self.identity_response: bytes | None = None
+        #: Storage Commitment results awaited here: Transaction UID -> deliver.
+        self._reports: dict[str, Callable[[Any], None]] = {}
+        self._reports_lock = threading.Lock()
+        self._replied: list[tuple[Callable[[Any], None], Any]] = []  # see _watch_replies
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -372,6 +396,82 @@ class Association:
                 self._send_cancel(*request)
             raise DeliveryRefused("the C-GET consumer has stopped reading") from None
 
+    async def commit(
+        self,
+        action_info: Dataset,
+        transaction_uid: str,
+        *,
+        within: float,
+        merge: Merge | None = None,
+    ) -> tuple[int, Dataset]:
+        """Storage Commitment: N-ACTION, then the N-EVENT-REPORT with ``transaction_uid``.
+
+        Returns the report's (Event Type ID, Event Information).  The report
+        may come on this association (the association stays open while it is
+        awaited) or, with ``merge`` (as for :meth:`move`: a Storage SCP's
+        ``expect_report``), on an association the peer opens to us; the first
+        report with the Transaction UID wins.
+
+        Raises:
+            StatusError: the N-ACTION failed (status and Error Comment).
+            CommitmentTimeout: no report within ``within`` seconds.
+            AssociationAborted: the association ended while the report could
+                only come on it (no ``merge``).
+        """
+        box, inlet = outbox(1)
+        deliver = functools.partial(box.put, confirm=True)
+        with contextlib.ExitStack() as stack, inlet:
+            if merge is not None:
+                stack.enter_context(merge(deliver))
+            with self._reports_lock:
+                self._reports[transaction_uid] = deliver
+            stack.callback(self._forget_report, transaction_uid)
+            await self._call(self._n_action_in_thread, action_info)
+            with anyio.move_on_after(within):
+                while True:
+                    item = await inlet.receive()
+                    if isinstance(item, tuple):
+                        return item
+                    if merge is None:  # the association is gone, and the report with it
+                        raise AssociationAborted(
+                            f"association ended before the Storage Commitment result "
+                            f"(transaction {transaction_uid})",
+                            node=self.node,
+                        )
+        raise CommitmentTimeout(
+            f"no Storage Commitment result (N-EVENT-REPORT) within {within} s "
+            f"for transaction {transaction_uid}",
+            transaction_uid=transaction_uid,
+            seconds=within,
+            node=self.node,
+        )
+
+    async def n_create(self, sop_class: str, instance_uid: str, attributes: Dataset) -> Dataset:
+        """N-CREATE an instance of ``sop_class``; return the attribute list answered (may be empty).
+
+        Raises:
+            StatusError: a failure status (a warning is not one).
+        """
+        reply: Dataset = await self._call(
+            self._dimse_n_in_thread, "N-CREATE", sop_class, instance_uid, attributes
+        )
+        return reply
+
+    async def n_set(self, sop_class: str, instance_uid: str, modifications: Dataset) -> Dataset:
+        """N-SET attributes of an instance; return the attribute list answered (may be empty).
+
+        Raises:
+            StatusError: a failure status (a warning is not one).
+        """
+        reply: Dataset = await self._call(
+            self._dimse_n_in_thread, "N-SET", sop_class, instance_uid, modifications
+        )
+        return reply
+
+    def _forget_report(self, transaction_uid: str) -> None:
+        with self._reports_lock:
+            self._reports.pop(transaction_uid, None)
+
     # ------------------------------------------------------------------ loop side
 
     def _next_id(self) -> int:
@@ -459,6 +559,8 @@ class Association:
             (evt.EVT_ACSE_RECV, self._on_acse_recv),
             (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
             (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_N_EVENT_REPORT, self._on_n_event_report),  # a commitment's result
+            (evt.EVT_CONN_CLOSE, self._on_conn_close),
         ]
         if self._roles:  # we may receive C-STORE sub-operations (C-GET)
             handlers.append((evt.EVT_C_STORE, self._on_c_store))
@@ -470,19 +572,33 @@ class Association:
             contexts=self._contexts,
             ae_title=self.node.ae_title,
             max_pdu=self._max_pdu,
-            ext_neg=self._roles or None,
+            ext_neg=[*self._roles, *identity_items(self.node.identity)] or None,
             bind_address=bind,
             evt_handlers=handlers,
             tls_args=None if tls is None else (tls, self.node.host),
         )
         if assoc.is_established:
             self._assoc = assoc
+            self._check_identity(assoc)
             return
         self._join(assoc)
         error = self._why_not_established(assoc)
         if self._ae is not None and self._ae.last_socket is not None:
             self._ae.last_socket.close_unconnected()
         raise error
+
+    def _check_identity(self, assoc: _PynetAssociation) -> None:
+        """Read the acceptor's User Identity response; leave if one was required and none came."""
+        item = assoc.acceptor.user_identity
+        self.identity_response = None if item is None else bytes(item.server_response or b"")
+        identity = self.node.identity
+        if identity is not None and identity.positive_response and item is None:
+            self._release_in_thread()
+            raise IdentityNotConfirmed(
+                f"the {identity.kind_name} identity was not confirmed "
+                "(positive response requested, none in the A-ASSOCIATE-AC)",
+                node=self.node,
+            )
 
     def _on_c_store(self, event: evt.Event) -> Any:
         handler = self.store_handler
@@ -878,3 +994,334 @@ class Association:
         error.unanswered = unanswered  # type: ignore[attr-defined]
         self._mark_lost()
         return error
+
+    def _n_action_in_thread(self, action_info: Dataset) -> None:
+        """The Storage Commitment request (PS3.4 J.3.2): N-ACTION, Action Type 1."""
+        assoc = self._established()
+        self._watch_replies(assoc)
+        status_ds, _reply = self._request(
+            "N-ACTION",
+            assoc.send_n_action,
+            action_info,
+            1,  # Request Storage Commitment
+            STORAGE_COMMITMENT,
+            STORAGE_COMMITMENT_INSTANCE,
+            msg_id=self._next_id(),
+        )
+        code = self._status(status_ds, "N-ACTION")
+        if _status.category(code) not in ("Success", "Warning"):
+            raise StatusError(
+                "N-ACTION",
+                code,
+                node=self.node,
+                error_comment=status_ds.get("ErrorComment"),
+                sop_class=STORAGE_COMMITMENT,
+            )
+
+    def _dimse_n_in_thread(
+        self, service: str, sop_class: str, instance_uid: str, data: Dataset
+    ) -> Dataset:
+        assoc = self._established()
+        msg_id = self._next_id()
+        if service == "N-CREATE":
+            status_ds, reply = self._request(
+                service, assoc.send_n_create, data, sop_class, instance_uid, msg_id=msg_id
+            )
+        else:
+            status_ds, reply = self._request(
+                service, assoc.send_n_set, data, sop_class, instance_uid, msg_id=msg_id
+            )
+        code = self._status(status_ds, service)
+        if _status.category(code) not in ("Success", "Warning"):
+            raise StatusError(
+                service,
+                code,
+                node=self.node,
+                error_comment=status_ds.get("ErrorComment"),
+                sop_class=sop_class,
+            )
+        return reply if reply is not None else Dataset()
+
+    def _on_n_event_report(self, event: evt.Event) -> tuple[int, Dataset | None]:
+        """A Storage Commitment result sent on this association (reactor thread).
+
+        Handed over only once its response is on the wire (:meth:`_watch_replies`):
+        the caller may release the association as soon as it has the result,
+        and a release overtaking the response would leave the peer without it.
+        """
+        return handle_report(event, self._report_route)
+
+    def _report_route(self, transaction_uid: str) -> Callable[[Any], None] | None:
+        with self._reports_lock:
+            deliver = self._reports.get(transaction_uid)
+        if deliver is None:
+            return None
+        return lambda item: self._replied.append((deliver, item))
+
+    def _watch_replies(self, assoc: _PynetAssociation) -> None:
+        """Deliver a report received here after its N-EVENT-REPORT response is sent.
+
+        pynetdicom sends the response after the handler returns, in the same
+        thread; wrapping this association's ``send_msg`` is the one place that
+        knows the response has been written.
+        """
+        dimse: Any = assoc.dimse
+        if getattr(dimse, "_adn_replies_watched", False):
+            return
+        send = dimse.send_msg
+
+        def send_msg(primitive: Any, context_id: int) -> None:
+            try:
+                send(primitive, context_id)
+            finally:
+                if isinstance(primitive, N_EVENT_REPORT) and self._replied:
+                    self._flush_replied()
+
+        dimse.send_msg = send_msg
+        dimse._adn_replies_watched = True
+
+    def _flush_replied(self) -> None:
+        while self._replied:
+            deliver, item = self._replied.pop(0)
+            try:
+                deliver(item)
+            except (Closed, RuntimeError):
+                log.warning("a Storage Commitment result came after its caller left")
+
+    def _on_conn_close(self, event: evt.Event) -> None:
+        """The connection is gone: wake every commitment waiting for its result here."""
+        with self._reports_lock:
+            waiting = list(self._reports.values())
+        for deliver in waiting:
+            with contextlib.suppress(Closed, RuntimeError):
+                deliver(None)
+
+
+def identity_items(identity: UserIdentity | None) -> list[UserIdentityNegotiation]:
+    """The User Identity Negotiation item of an A-ASSOCIATE-RQ (none without an identity)."""
+    if identity is None:
+        return []
+    item = UserIdentityNegotiation()
+    item.user_identity_type = identity.kind
+    item.positive_response_requested = identity.positive_response
+    item.primary_field = identity.primary
+    item.secondary_field = identity.secondary if identity.kind == 2 else b""
+    return [item]
+
+
+#: A server's ``identify`` hook: accept (True, or the server response to send), or not.
+IdentifyHook = Callable[[IdentityOffer], "bool | bytes"]
+
+
+def check_identity(event: evt.Event, identify: IdentifyHook) -> None:
+    """``EVT_REQUESTED`` on an acceptor: accept or reject the request on its user identity.
+
+    Runs before pynetdicom negotiates, on every request, with or without a
+    User Identity item (pynetdicom's own ``EVT_USER_ID`` sees only requests
+    that offer one, and sends no response to a username or passcode).  The
+    hook's False, or an exception, rejects with A-ASSOCIATE-RJ permanent,
+    service-user, no reason given (PS3.8 Table 9-21 has no identity reason);
+    True or bytes accept, and when a positive response was requested the
+    A-ASSOCIATE-AC carries the bytes (``b""`` for True) as its server response.
+    """
+    assoc = event.assoc
+    item = assoc.requestor.user_identity
+    request = assoc.requestor.primitive
+    offer = IdentityOffer(
+        kind=None if item is None else item.user_identity_type,
+        primary=b"" if item is None else bytes(item.primary_field or b""),
+        secondary=b"" if item is None else bytes(item.secondary_field or b""),
+        positive_response=bool(item is not None and item.positive_response_requested),
+        calling_ae=str(request.calling_ae_title if request is not None else "").strip(),
+        address=str(assoc.requestor.address),
+    )
+    try:
+        verdict = identify(offer)
+    except Exception:
+        log.exception("the identify hook raised; association from %s rejected", offer.calling_ae)
+        verdict = False
+    if verdict is False:
+        log.info(
+            "association from %s (%s) rejected on its user identity (%s)",
+            offer.calling_ae,
+            offer.address,
+            "none" if offer.kind is None else IDENTITY_KINDS.get(offer.kind, offer.kind),
+        )
+        assoc.acse.send_reject(0x01, 0x01, 0x01)
+        assoc.kill()
+        return
+    if offer.positive_response:
+        response = UserIdentityNegotiation()
+        response.server_response = verdict if isinstance(verdict, bytes) else b""
+        assoc.acceptor.add_negotiation_item(response)
+
+
+class ReportSender:
+    """Storage Commitment results sent on associations of their own (an SCP's side).
+
+    An archive answers the N-ACTION at once and reports later, as PS3.4
+    J.3.3 allows, on a new association to the requestor's AE (whose address
+    it knows), proposing the Storage Commitment class in the SCP role.  Each
+    report is sent by a thread of its own, tracked here, and :meth:`join`
+    waits for them all (bounded by the timeouts of each association).
+
+    Args:
+        ae_title: the calling AE title (the archive's).
+        timeouts: connect, ACSE, DIMSE and network timeouts of each association.
+    """
+
+    def __init__(self, ae_title: str, timeouts: Timeouts) -> None:
+        self.ae_title = ae_title
+        self.timeouts = timeouts
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def send(
+        self,
+        address: tuple[str, int],
+        called_ae: str,
+        event_type: int,
+        info: Dataset,
+        tls: tuple[Any, str] | None = None,
+    ) -> None:
+        """Send ``(event_type, info)`` to ``called_ae`` at ``address``, in a new thread."""
+
+        def run() -> None:
+            try:
+                self._send_in_thread(address, called_ae, event_type, info, tls)
+            except Exception:
+                log.exception("Storage Commitment result to %s not sent", called_ae)
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=f"aiodicomnet-report-{called_ae}", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the reports being sent (each bounded by its own timeouts)."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
+
+    def _send_in_thread(
+        self,
+        address: tuple[str, int],
+        called_ae: str,
+        event_type: int,
+        info: Dataset,
+        tls: tuple[Any, str] | None,
+    ) -> None:
+        t = self.timeouts
+        ae = RequestorAE(ae_title=self.ae_title)
+        ae.connection_timeout = t.connect
+        ae.acse_timeout = t.acse
+        ae.dimse_timeout = t.dimse
+        ae.network_timeout = t.network
+        context = build_context(
+            STORAGE_COMMITMENT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        )
+        assoc = ae.associate(
+            address[0],
+            address[1],
+            contexts=[context],
+            ae_title=called_ae,
+            ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)],
+            tls_args=tls,
+        )
+        try:
+            if not assoc.is_established:
+                log.warning(
+                    "Storage Commitment result: %s at %s refused the association",
+                    called_ae,
+                    address,
+                )
+                return
+            status_ds, _ = assoc.send_n_event_report(
+                info, event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+            )
+            code = status_ds.get("Status")
+            if code != _status.SUCCESS:
+                log.warning(
+                    "Storage Commitment result for transaction %s: %s answered %s",
+                    info.get("TransactionUID"),
+                    called_ae,
+                    "nothing" if code is None else f"0x{int(code):04X}",
+                )
+            assoc.release()
+        finally:
+            if assoc.is_established:
+                assoc.abort()
+            for thread in (assoc, assoc.dul):
+                if thread.is_alive() and thread is not threading.current_thread():
+                    thread.join((t.acse or 30.0) + 5.0)
+            close_transport(assoc)
+
+
+def commitment_report(refs: Dataset, held: Callable[[str, str], int | None]) -> tuple[int, Dataset]:
+    """The N-EVENT-REPORT of an SCP for one N-ACTION's Action Information (PS3.4 J.3.3.1).
+
+    ``held(sop_class, sop_instance)`` says whether the instance is kept:
+    None when it is, else the Failure Reason.  Returns (Event Type ID: 1 all
+    committed, 2 some failed; Event Information).
+    """
+    info = Dataset()
+    info.TransactionUID = refs.TransactionUID
+    ok, failed = [], []
+    for item in refs.get("ReferencedSOPSequence", []):
+        sop_class = str(item.get("ReferencedSOPClassUID", ""))
+        sop_instance = str(item.get("ReferencedSOPInstanceUID", ""))
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = sop_class
+        ref.ReferencedSOPInstanceUID = sop_instance
+        reason = held(sop_class, sop_instance)
+        if reason is None:
+            ok.append(ref)
+        else:
+            ref.FailureReason = reason
+            failed.append(ref)
+    if ok:
+        info.ReferencedSOPSequence = ok
+    if failed:
+        info.FailedSOPSequence = failed
+    return (2 if failed else 1), info
+
+
+#: ``route(transaction_uid) -> deliver or None``: where a commitment result goes.
+ReportRoute = Callable[[str], "Callable[[Any], None] | None"]
+
+
+def handle_report(event: evt.Event, route: ReportRoute) -> tuple[int, Dataset | None]:
+    """Answer a Storage Commitment N-EVENT-REPORT (PS3.4 J.3.3), in its association's thread.
+
+    Reads the Event Information once, finds who waits for its Transaction
+    UID (``route``) and hands ``(event type, information)`` over before the
+    response is sent: Success once delivered; Processing Failure (0x0110)
+    when the report cannot be read or nobody waits for it any more (the
+    archive keeps the result and may report it again), No Such Event Type
+    (0x0113) for an Event Type other than 1 or 2.
+    """
+    if event.request.AffectedSOPClassUID != STORAGE_COMMITMENT:
+        return 0x0118, None  # No such SOP Class
+    event_type = int(event.event_type or 0)
+    if event_type not in (1, 2):
+        return 0x0113, None
+    try:
+        info = event.event_information
+        transaction_uid = str(info.TransactionUID)
+    except Exception as exc:
+        log.warning("a Storage Commitment result that cannot be read: %s", exc)
+        return 0x0110, None
+    deliver = route(transaction_uid)
+    if deliver is None:
+        log.warning("a Storage Commitment result for unknown transaction %s", transaction_uid)
+        return 0x0110, None
+    try:
+        deliver((event_type, info))
+    except (Closed, RuntimeError):
+        log.warning("a Storage Commitment result came after its caller left: %s", transaction_uid)
+        return 0x0110, None
+    return _status.SUCCESS, None
