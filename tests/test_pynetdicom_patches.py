@@ -63,7 +63,7 @@ _RecordingTlsSocket: tls_failed)             test_bad_server_certificates
 tune_association: bounded receive with the   tls: test_storescu_over_mutual_tls_to_our_server
 request read over TLS (accepted TLS socket)  (and every TLS test of our servers)
 patches.tls_failure (TLS 1.3 refusal late)   tls: test_dcmtk_tls_refusals_are_tls_errors
-patches.TLS_ANSWER (TLS alert in clear)      tls: test_orthanc_over_mutual_tls (plain node)
+patches.TLS_ANSWER (TLS alert in clear)      tls: test_plain_client_to_our_tls_server
 acceptor._handshake (TLS in the selector)    tls: test_a_stalled_handshake_is_closed_at_the_...,
                                              test_our_server_refuses_what_is_not_tls_or_...
 ===========================================  ===================================================

@@ -342,6 +342,21 @@ async def test_server_refuses_tls_below_1_2(
     assert "no TLS version in common" in caplog.text
 
 
+async def test_plain_client_to_our_tls_server(
+    pki: Pki, caplog: pytest.LogCaptureFixture, no_leaks: Any
+) -> None:
+    """Our TLS server answers plain DICOM with a TLS alert in clear: the client says why."""
+    caplog.set_level(logging.INFO, logger="aiodicomnet.server")
+    async with (
+        StorageServer("ADNSCP", tls=server_tls(pki), timeouts=SHORT) as server,
+        Client("ADNTLS", timeouts=SHORT) as client,
+    ):
+        with pytest.raises(TlsError, match="expects DICOM over TLS on this port"):
+            await client.echo(Node("ADNSCP", HOST, server.port))
+        await client.echo(Node("ADNSCP", HOST, server.port, tls=client_tls(pki)))
+    assert "the peer does not speak TLS on this port" in caplog.text
+
+
 async def test_tls_client_to_our_plain_server(
     pki: Pki, caplog: pytest.LogCaptureFixture, no_leaks: Any
 ) -> None:

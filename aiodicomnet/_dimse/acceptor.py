@@ -29,8 +29,10 @@ choose what to wait for), under the same deadline, the ACSE timeout, for
 handshake and request together; the request is then read through the TLS
 layer, and the wrapped socket handed over.  A handshake that fails (no
 certificate, an unknown CA, no common version, a peer speaking plain DICOM)
-is logged with its reason and the connection closed; one that stalls is
-closed at the deadline.  Neither costs more than a waiting connection.
+is logged with its reason and the connection closed (a client that spoke
+plain DICOM first gets a TLS alert in clear, so that it can tell why); one
+that stalls is closed at the deadline.  Neither costs more than a waiting
+connection.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import selectors
 import socket
 import ssl
@@ -74,6 +77,11 @@ _MIN_RQ_BODY = 68
 
 #: A-ABORT from the service provider (source 2), reason 2: unexpected-PDU (PS3.8 9.3.8).
 _ABORT_UNEXPECTED = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x02])
+
+#: A TLS alert record, fatal protocol_version (RFC 8446 6.2), sent in clear to a
+#: client that spoke plain DICOM to a TLS port: OpenSSL closes without a word,
+#: and a client (ours) that reads a TLS record can say "this port wants TLS".
+_ALERT_PROTOCOL_VERSION = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
 
 #: Time given to the associations aborted at shutdown to end, beyond their grace period.
 _ABORT_BOUND = 3.0
@@ -310,6 +318,8 @@ class Acceptor:
             return False
         except OSError as exc:
             LOGGER.warning("%s: %s: closed", waiting.address, describe_tls_error(exc))
+            if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":
+                _answer_in_clear(sock, _ALERT_PROTOCOL_VERSION)
             self._drop(selector, waiting)
             return False
         waiting.handshaking = False
@@ -455,6 +465,22 @@ class Acceptor:
             assoc.join(max(0.0, limit - time.monotonic()))
             if assoc.is_alive():  # pragma: no cover - a handler that does not return
                 LOGGER.error("association thread %s did not stop", assoc.name)
+
+
+def _answer_in_clear(sock: socket.socket, data: bytes) -> None:
+    """Send ``data`` on the TCP connection under a TLS socket, bypassing TLS.
+
+    What the client sent and TLS left unread is read first (a few non-blocking
+    reads): closing a socket with unread data resets the connection, and the
+    client may lose ``data`` with it.
+    """
+    fd = sock.fileno()
+    with contextlib.suppress(OSError):
+        for _ in range(4):
+            if not os.read(fd, 65536):
+                break
+    with contextlib.suppress(OSError):
+        os.write(fd, data)
 
 
 def _abort(assoc: Any) -> None:
