@@ -434,11 +434,20 @@ class Client:
             def merge(deliver: Callable[[Any], None]) -> AbstractContextManager[Any]:
                 return server.expect_report(transaction_uid, deliver)
 
-        async def body(assoc: Association) -> tuple[int, Dataset]:
-            return await assoc.commit(action, transaction_uid, within=report_timeout, merge=merge)
+        def start(assoc: Association) -> AsyncGenerator[tuple[int, Dataset] | None, None]:
+            return assoc.commit(action, transaction_uid, within=report_timeout, merge=merge)
 
-        _, info = await self._connector.run(node, _cx.commitment_contexts(), body)
-        return CommitResult.from_report(transaction_uid, refs, info)
+        # A stream, not a call: once the N-ACTION is accepted (the first item),
+        # a lost association is an error, never a retry of the same transaction.
+        report: tuple[int, Dataset] | None = None
+        async with aclosing(
+            self._connector.stream(node, _cx.commitment_contexts(), start)
+        ) as steps:
+            async for step in steps:
+                report = step if step is not None else report
+        if report is None:  # pragma: no cover - commit() yields a report or raises
+            raise AssertionError("Storage Commitment ended without a result")
+        return CommitResult.from_report(transaction_uid, refs, report[1])
 
     # ------------------------------------------------------------------ MPPS
 

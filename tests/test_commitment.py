@@ -207,8 +207,17 @@ async def test_no_report_is_a_timeout_and_nothing_leaks(peer: ScriptedSCP, no_le
             await client.commit(peer.node, [(CT, "1.2.3.4")], report_timeout=5)
 
 
-async def test_an_abort_while_waiting_ends_the_wait(peer: ScriptedSCP, no_leaks: Any) -> None:
+async def test_an_abort_while_waiting_ends_the_wait_and_is_not_retried(
+    peer: ScriptedSCP, no_leaks: Any
+) -> None:
+    """On a pooled association too: once the N-ACTION is accepted, a lost
+    association is an error, never the same transaction sent again."""
+    requests: list[str] = []
+
     def accept_then_abort(event: Any) -> Any:
+        requests.append(str(event.action_information.TransactionUID))
+        if len(requests) == 1:
+            return 0x0110, None  # the first one refused: its association stays pooled
         assoc = event.assoc
         sent = threading.Event()
         assoc.bind(evt.EVT_DIMSE_SENT, lambda _e: sent.set())
@@ -217,8 +226,12 @@ async def test_an_abort_while_waiting_ends_the_wait(peer: ScriptedSCP, no_leaks:
 
     peer.on_n_action = accept_then_abort
     async with adn.Client("ADNCOMMIT") as client:
+        with pytest.raises(adn.StatusError):
+            await client.commit(peer.node, [(CT, "1.2.3.4")], report_timeout=15)
+        assert client.idle_associations(peer.node) == 1
         with anyio.fail_after(20), pytest.raises(adn.AssociationAborted):
             await client.commit(peer.node, [(CT, "1.2.3.4")], report_timeout=15)
+    assert len(requests) == 2 and requests[0] != requests[1]
 
 
 async def test_cancelling_the_wait_is_clean(peer: ScriptedSCP, no_leaks: Any) -> None:

@@ -403,10 +403,13 @@ class Association:
         *,
         within: float,
         merge: Merge | None = None,
-    ) -> tuple[int, Dataset]:
+    ) -> AsyncGenerator[tuple[int, Dataset] | None, None]:
         """Storage Commitment: N-ACTION, then the N-EVENT-REPORT with ``transaction_uid``.
 
-        Returns the report's (Event Type ID, Event Information).  The report
+        Yields None once the N-ACTION is accepted (from then on the request
+        must not be sent again: a retry on a fresh association would repeat
+        the Transaction UID), then the report's (Event Type ID, Event
+        Information).  The report
         may come on this association (the association stays open while it is
         awaited) or, with ``merge`` (as for :meth:`move`: a Storage SCP's
         ``expect_report``), on an association the peer opens to us; the first
@@ -427,17 +430,23 @@ class Association:
                 self._reports[transaction_uid] = deliver
             stack.callback(self._forget_report, transaction_uid)
             await self._call(self._n_action_in_thread, action_info)
+            yield None
+            report: tuple[int, Dataset] | None = None
             with anyio.move_on_after(within):
-                while True:
+                while report is None:
                     item = await inlet.receive()
                     if isinstance(item, tuple):
-                        return item
+                        report = item
+                        continue
                     if merge is None:  # the association is gone, and the report with it
                         raise AssociationAborted(
                             f"association ended before the Storage Commitment result "
                             f"(transaction {transaction_uid})",
                             node=self.node,
                         )
+            if report is not None:
+                yield report
+                return
         raise CommitmentTimeout(
             f"no Storage Commitment result (N-EVENT-REPORT) within {within} s "
             f"for transaction {transaction_uid}",
