@@ -15,6 +15,7 @@ import datetime
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from aiodicomnet.config import Config, ConfigError
 from tests.data import make_series, write_files
 from tests.peers.dcmtk import StoreScp, dcmtk_tool
 from tests.peers.orthanc import OrthancServer
-from tests.peers.util import free_port
+from tests.peers.util import free_port, wait_for_port
 
 HOST = "127.0.0.1"
 SHORT = Timeouts(connect=10, acse=10, dimse=30, network=30)
@@ -506,3 +507,33 @@ def test_cli_echo_and_nodes_add_over_tls(
     assert "TLS" in capsys.readouterr().err
     assert main(["nodes", "add", "scp", spec, *map(str, tls)]) == 0
     assert main(["echo", "scp"]) == 0
+
+
+@pytest.mark.dcmtk
+def test_cli_serve_over_mutual_tls(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AIODICOMNET_CONFIG", str(tmp_path / "config.toml"))
+    assert main(["serve", "--tls-key", str(pki.server_key)]) == 2  # a key without certificate
+    paths, _, _ = files(tmp_path / "send", 2)
+    port = free_port()
+    serve = [
+        "serve", "-aet", "ADNSERVE", "--port", str(port), "--host", HOST,
+        "-o", str(tmp_path / "in"), "--count", "2",
+        "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+        "--tls-client-ca", str(pki.ca),
+    ]  # fmt: skip
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(main(serve)))
+    thread.start()
+    try:
+        wait_for_port(HOST, port, 30)
+        sent = dcmtk_tool(
+            "storescu", *dcmtk_tls_args(pki), "-aec", "ADNSERVE", HOST, str(port), *paths
+        )
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        thread.join(30)
+    assert codes == [0]
+    received = sorted(p.name for p in (tmp_path / "in").rglob("*.dcm"))
+    assert received == sorted(p.name for p in paths)
