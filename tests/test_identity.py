@@ -60,6 +60,11 @@ def test_malformed_identities_are_refused(make: Any) -> None:
         make()
 
 
+def test_the_hook_runs_in_this_process_only() -> None:
+    with pytest.raises(ValueError, match="workers=1"):
+        adn.StorageServer("ADNID", identify=Door(), workers=2)
+
+
 # -- against our own server ---------------------------------------------------------------
 
 
