@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydicom.uid import generate_uid
 
 import aiodicomnet as adn
 from tests.peers.dcmtk import StoreScp, WlmScp
+from tests.peers.inprocess import ScriptedSCP, wait_cancelled
 
 pytestmark = pytest.mark.dcmtk
 
@@ -236,3 +238,40 @@ async def test_a_peer_without_a_worklist_says_so(storescp: StoreScp, no_leaks: A
     async with adn.Client("ADNWL") as client:
         with pytest.raises(adn.NegotiationError, match="Worklist"):
             await client.find(storescp.node, adn.WorklistQuery(modality="CT"))
+
+
+# -- faults, with an in-process worklist SCP --------------------------------------------------
+
+
+async def test_a_failure_status_is_a_status_error(peer: ScriptedSCP, no_leaks: Any) -> None:
+    def refuse(event: Any) -> Any:
+        yield 0xA900, None  # identifier does not match SOP class
+
+    peer.on_find = refuse
+    async with adn.Client("ADNWL") as client:
+        with pytest.raises(adn.StatusError) as info:
+            await client.find(peer.node, adn.WorklistQuery(modality="CT"))
+    assert info.value.status == 0xA900 and info.value.service == "C-FIND"
+
+
+async def test_leaving_early_sends_c_cancel(peer: ScriptedSCP, no_leaks: Any) -> None:
+    cancelled = threading.Event()
+
+    def one_then_wait(event: Any) -> Any:
+        assert event.request.AffectedSOPClassUID == "1.2.840.10008.5.1.4.31"
+        item = Dataset()
+        item.PatientID = "P0"
+        yield 0xFF00, item
+        if wait_cancelled(event, limit=10):
+            cancelled.set()
+            yield 0xFE00, None
+            return
+        yield 0x0000, None
+
+    peer.on_find = one_then_wait
+    client = adn.Client("ADNWL")
+    async with client, client.find(peer.node, adn.WorklistQuery()) as results:
+        async for item in results:
+            assert item.PatientID == "P0"
+            break
+    assert cancelled.is_set()

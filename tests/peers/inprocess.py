@@ -148,6 +148,7 @@ class ScriptedSCP:
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = self.require_called_aet
         ae.add_supported_context(Verification)
+        ae.add_supported_context("1.2.840.10008.5.1.4.31")  # Modality Worklist FIND
         ae.add_supported_context(StorageCommitmentPushModel)
         ae.add_supported_context(ModalityPerformedProcedureStep)
         for model in QR_MODELS:
