@@ -48,7 +48,8 @@ class Pki:
     server_key: Path
     client_cert: Path
     client_key: Path
-    other_ca: Path  # a CA that signed nothing here
+    other_ca: Path  # a CA nobody here trusts
+    stranger_cert: Path  # a client certificate (and key) signed by other_ca
     expired_cert: Path  # both certificate and key
     wrong_host_cert: Path  # for other.example.org only; certificate and key
 
@@ -75,6 +76,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         client_cert=directory / "client.pem",
         client_key=directory / "client.key",
         other_ca=directory / "other-ca.pem",
+        stranger_cert=directory / "stranger.pem",
         expired_cert=directory / "expired.pem",
         wrong_host_cert=directory / "wrong-host.pem",
     )
@@ -83,7 +85,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     server.private_key_pem.write_to_path(str(paths.server_key))
     client.cert_chain_pems[0].write_to_path(str(paths.client_cert))
     client.private_key_pem.write_to_path(str(paths.client_key))
-    trustme.CA().cert_pem.write_to_path(str(paths.other_ca))
+    other = trustme.CA()
+    other.cert_pem.write_to_path(str(paths.other_ca))
+    stranger = other.issue_cert("stranger.example.org", key_type=key_type)
+    stranger.private_key_and_cert_chain_pem.write_to_path(str(paths.stranger_cert))
     expired.private_key_and_cert_chain_pem.write_to_path(str(paths.expired_cert))
     wrong_host.private_key_and_cert_chain_pem.write_to_path(str(paths.wrong_host_cert))
     return paths
@@ -356,6 +361,32 @@ async def test_plain_client_to_our_tls_server(
             await client.echo(Node("ADNSCP", HOST, server.port))
         await client.echo(Node("ADNSCP", HOST, server.port, tls=client_tls(pki)))
     assert "the peer does not speak TLS on this port" in caplog.text
+
+
+async def test_our_server_refuses_a_client_certificate_of_another_ca(
+    pki: Pki, caplog: pytest.LogCaptureFixture, no_leaks: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiodicomnet.server")
+    stranger = adn.tls.client_context(ca=pki.ca, cert=pki.stranger_cert)
+    async with (
+        StorageServer("ADNSCP", tls=server_tls(pki, mutual=True), timeouts=SHORT) as server,
+        Client("ADNTLS", timeouts=SHORT) as client,
+    ):
+        with pytest.raises(TlsError, match="the peer refused our certificate") as info:
+            await client.echo(Node("ADNSCP", HOST, server.port, tls=stranger))
+        assert info.value.reason == "TLSV1_ALERT_UNKNOWN_CA"
+    assert "certificate verify failed" in caplog.text
+
+
+async def test_a_peer_that_never_answers_the_handshake(pki: Pki, no_leaks: Any) -> None:
+    """A listening socket nobody accepts from: TCP connects, the handshake gets no answer."""
+    timeouts = Timeouts(connect=0.5, acse=5, dimse=5, network=5)
+    with socket.create_server((HOST, 0)) as silent:
+        node = Node("SILENT", HOST, silent.getsockname()[1], tls=client_tls(pki))
+        async with Client("ADNTLS", timeouts=timeouts) as client:
+            with pytest.raises(TlsError, match="the TLS handshake timed out") as info:
+                await client.echo(node)
+    assert info.value.reason is None
 
 
 async def test_tls_client_to_our_plain_server(
