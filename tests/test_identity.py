@@ -179,8 +179,11 @@ async def test_dcmtk_storescu_identities_reach_the_hook(tmp_path: Any, no_leaks:
 
 @pytest.mark.dcmtk
 async def test_a_peer_that_does_not_confirm(storescp: StoreScp, no_leaks: Any) -> None:
-    """DCMTK's storescp accepts identities without confirming them."""
-    async with adn.Client("ADNUSER") as client:
+    """DCMTK's storescp accepts identities without confirming them.
+
+    (One association at a time there: no idle pooled one may wait in between.)
+    """
+    async with adn.Client("ADNUSER", pool=adn.PoolConfig(reuse=False)) as client:
         plain = adn.Node(
             "STORESCP", "127.0.0.1", storescp.port, identity=adn.UserIdentity.username("a")
         )
