@@ -432,6 +432,24 @@ async def test_echoscu_and_archive_move_over_tls(pki: Pki, tmp_path: Path, no_le
             await client.retrieve(node, Query.study(StudyInstanceUID=study), via=dest)
 
 
+@pytest.mark.dcmtk
+async def test_archive_moves_to_dcmtk_storescp_over_mutual_tls(
+    tls_storescp: StoreScp, pki: Pki, tmp_path: Path, no_leaks: Any
+) -> None:
+    paths, uids, study = files(tmp_path / "in")
+    destination = Node("TLSSCP", HOST, tls_storescp.port, tls=client_tls(pki))
+    async with (
+        Archive("ARCHIVE", tmp_path / "archive", timeouts=SHORT) as archive,
+        Client("ADNTLS", timeouts=SHORT) as client,
+    ):
+        archive.add_destination("TLSSCP", destination)
+        assert (await client.store(archive.node, paths)).ok
+        final = await client.move(archive.node, Query.study(StudyInstanceUID=study), "TLSSCP")
+        assert final.done and final.completed == len(uids) and not final.failed
+    received = {p.name.split(".", 1)[1].removesuffix(".dcm") for p in tls_storescp.received_files()}
+    assert uids <= received
+
+
 # -- Orthanc's DICOM TLS -------------------------------------------------------------------
 
 
