@@ -196,3 +196,18 @@ async def test_a_peer_that_does_not_confirm(storescp: StoreScp, no_leaks: Any) -
         )
         with pytest.raises(adn.IdentityNotConfirmed):
             await client.echo(strict)
+
+
+async def test_the_archive_takes_the_same_hook(tmp_path: Any, no_leaks: Any) -> None:
+    door = Door(lambda offer: offer.username == "radiology")
+    series = make_series(1, patient_id="ID04")
+    archive = adn.Archive("ARCHIVE", tmp_path / "archive", identify=door)
+    async with archive, adn.Client("ADNUSER") as client:
+        node = archive.node
+        with pytest.raises(adn.AssociationRejected):
+            await client.store(adn.Node(node.ae_title, node.host, node.port), series)
+        allowed = adn.Node(
+            node.ae_title, node.host, node.port, identity=adn.UserIdentity.username("radiology")
+        )
+        assert (await client.store(allowed, series)).ok
+        assert await archive.count() == 1
