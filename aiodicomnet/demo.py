@@ -164,7 +164,7 @@ async def tour(
         if directory is None:
             root = Path(await run_in_thread(tempfile.mkdtemp, "", "aiodicomnet-tour-"))
 
-            async def remove() -> None:
+            async def remove() -> None:  # run_in_thread finishes when cancelled too
                 await run_in_thread(lambda: shutil.rmtree(root, ignore_errors=True))
 
             stack.push_async_callback(remove)
@@ -209,7 +209,7 @@ async def _steps(
         archive = await stack.enter_async_context(Archive(PACS_AE, root / "pacs"))
         await archive.add(datasets)
         counts = await archive.counts()
-        served = await stack.enter_async_context(archive.dicomweb()) if web else None
+        served = await _serve_web(stack, archive) if web else None
         also = f"\nDICOMweb (QIDO-RS, WADO-RS, STOW-RS) at {served.url}" if served else ""
         return (archive, served), (
             f"embedded Archive {archive.node} holding {counts.studies} studies, "
@@ -404,6 +404,20 @@ async def _steps(
         )
 
     await tour.step("Retrieve the new series over DICOMweb (WADO-RS), into memory", wado)
+
+
+async def _serve_web(stack: AsyncExitStack, archive: Archive) -> DicomWebServer:
+    """Start ``archive``'s DICOMweb face, stopped when ``stack`` closes.
+
+    It is always left through its normal exit, even when the tour is
+    cancelled: the error path of :func:`aiodicomnet.archive_web.serve` leaves
+    its task group from inside a new cancel scope, which anyio refuses
+    (``RuntimeError``: not the current cancel scope).
+    """
+    face = archive.dicomweb()
+    served = await face.__aenter__()
+    stack.push_async_callback(face.__aexit__, None, None, None)
+    return served
 
 
 def _make_directory(directory: str | os.PathLike[str]) -> Path:

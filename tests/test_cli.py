@@ -703,6 +703,24 @@ async def test_tour(corpus: Corpus, no_leaks: Any) -> None:
     assert report.directory is None  # the temporary directory is gone
 
 
+async def test_tour_cancelled(no_leaks: Any) -> None:
+    """Cancelled midway, with its DICOMweb face serving, the tour stops cleanly: no
+    thread or socket left, its temporary directory removed."""
+    lines: list[str] = []
+    with anyio.CancelScope() as scope:
+
+        def out(line: str) -> None:
+            lines.append(line)
+            if line.startswith("[5/"):
+                scope.cancel()
+
+        await tour(out=out, instances_per_series=1)
+    assert scope.cancelled_caught and lines[-1].startswith("[5/12]")
+    started = next(line for line in lines if "(index and files under " in line)
+    pacs_dir = Path(started.split("(index and files under ", 1)[1].rstrip(")"))
+    assert pacs_dir.name == "pacs" and not pacs_dir.parent.exists()
+
+
 async def test_tour_without_hypercorn(monkeypatch: pytest.MonkeyPatch, no_leaks: Any) -> None:
     """Where the Archive cannot serve DICOMweb, the tour leaves those steps out and says why."""
     monkeypatch.setattr("aiodicomnet.demo._web_available", lambda: False)
