@@ -5,19 +5,23 @@ What a DICOM viewer such as InVesalius needs, in one window:
 
 * this computer's AE (title, port) and its local archive, which receives
   what is downloaded;
-* a list of remote nodes, with add, remove and C-ECHO;
+* a list of remote nodes, with add, remove and echo: DICOM nodes (AE title,
+  host, port) and DICOMweb nodes (a URL, with an optional user and password
+  or a bearer token), added in the node dialog;
 * a query form (patient ID and name, study date range, modality) and a
   result tree, patients -> studies -> series;
 * download of the selected patients, studies or series into the local
-  archive (a retrieve by C-MOVE to our own Storage SCP), with a progress bar
-  and Cancel;
-* sending files to the selected node (C-STORE);
+  archive (a retrieve by C-MOVE to our own Storage SCP; from a DICOMweb node
+  by WADO-RS), with a progress bar and Cancel;
+* sending files to the selected node (C-STORE, or STOW-RS);
 * a preview of the selected series: it is retrieved into memory (C-GET) as a
   volume and its middle slice drawn; and "Save mask to PACS": the loaded
   volume thresholded, sent to the node as a DICOM Segmentation (these two
   need the ``imaging`` extra: ``pip install 'aiodicomnet[imaging]'``).
 
-All DICOM work runs on aiodicomnet's event loop in a background thread
+A DICOMweb node goes through the same code as a DICOM one: the client's
+``find``, ``retrieve`` and ``store`` speak QIDO-RS, WADO-RS and STOW-RS to
+it. All DICOM work runs on aiodicomnet's event loop in a background thread
 (:class:`aiodicomnet.gui.WxRunner`); results, progress and errors come back
 to the wx main thread through ``wx.CallAfter``, so the window never freezes.
 
@@ -27,12 +31,15 @@ Try it without a PACS::
 
 ``--demo`` starts an embedded PACS (an :class:`~aiodicomnet.archive.Archive`
 filled with generated sample studies) on a free port, tells it where our AE
-listens, and adds it to the node list.
+listens, and adds it to the node list; when hypercorn is installed
+(``pip install 'aiodicomnet[web]'``) the same PACS also serves DICOMweb, and
+that node is added too.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -43,7 +50,7 @@ import anyio
 import wx
 from pydicom.uid import generate_uid
 
-from aiodicomnet import Node, imaging, load_volume
+from aiodicomnet import AnyNode, Node, WebNode, imaging, load_volume
 from aiodicomnet.archive import Archive
 from aiodicomnet.client import Client
 from aiodicomnet.gui import Job, WxRunner
@@ -52,6 +59,7 @@ from aiodicomnet.results import InstanceOutcome, Progress
 from aiodicomnet.samples import make_corpus, make_series
 
 DEMO_AE = "DEMOPACS"
+DEMO_WEB = "DEMOPACS web"
 PREVIEW_SIZE = 192
 MODALITIES = ["", "CT", "MR", "PT", "US", "CR", "DX", "MG", "NM", "XA", "SEG", "SR"]
 
@@ -67,17 +75,68 @@ async def serve(archive: Archive, *, progress: Callable[[int], None]) -> None:
 
 
 async def serve_demo(
-    archive: Archive, datasets: list[Any], *, progress: Callable[[int], None]
+    archive: Archive,
+    datasets: list[Any],
+    web: bool,
+    *,
+    progress: Callable[[tuple[int, str | None, anyio.Event]], None],
 ) -> None:
-    """Run the demo PACS: fill it, report its port, serve until cancelled."""
+    """Run the demo PACS: fill it, report its port, its DICOMweb URL (with ``web``;
+    else None) and the event that stops it, then serve until that event is set
+    (or the job cancelled)."""
+    stop = anyio.Event()
     async with archive:
         await archive.add(datasets)
-        progress(archive.port)
-        await anyio.sleep_forever()
+        if not web:
+            progress((archive.port, None, stop))
+            await stop.wait()
+            return
+        face = archive.dicomweb()
+        served = await face.__aenter__()
+        try:
+            progress((archive.port, served.url, stop))
+            await stop.wait()
+        finally:
+            # Its normal exit, also when cancelled: the error path of
+            # aiodicomnet.archive_web.serve leaves its task group from a new cancel
+            # scope, which anyio refuses. Stopped by the event, the HTTP server
+            # also finishes its connections instead of being cancelled midway.
+            await face.__aexit__(None, None, None)
+
+
+def web_available() -> bool:
+    """Whether the demo PACS can serve DICOMweb (hypercorn, the ``web`` extra)."""
+    return importlib.util.find_spec("hypercorn") is not None
+
+
+def node_label(node: AnyNode) -> str:
+    """A node's name in messages: its AE title, or a DICOMweb node's name or URL."""
+    if isinstance(node, WebNode):
+        return node.name or node.url
+    return node.ae_title
+
+
+def web_node(url: str, user: str, password: str, token: str, name: str = "") -> WebNode:
+    """A DICOMweb node from the dialog's fields: HTTP basic with a user (and
+    password), a bearer token, or no credentials.
+
+    Raises:
+        ValueError: a bad URL, a password without a user, or both kinds of credentials.
+    """
+    auth: tuple[str, str] | str | None = None
+    if token and (user or password):
+        raise ValueError("give a user and password, or a token, not both")
+    if password and not user:
+        raise ValueError("a password needs a user")
+    if user:
+        auth = (user, password)
+    elif token:
+        auth = token
+    return WebNode(url, auth=auth, name=name or None)
 
 
 async def search(
-    client: Client, node: Node, studies: Query, modality: str
+    client: Client, node: AnyNode, studies: Query, modality: str
 ) -> AsyncIterator[tuple[str, Any]]:
     """("study", identifier) for each matching study, then ("series", identifier) for
     each of their series (of ``modality``, if given)."""
@@ -97,20 +156,31 @@ async def search(
 
 async def download(
     client: Client,
-    node: Node,
+    node: AnyNode,
     queries: list[Query],
     archive: Archive,
     *,
     progress: Callable[[tuple[int, int, Progress]], None],
 ) -> int:
-    """Retrieve each query into ``archive`` (C-MOVE to its AE title); return how many
-    instances arrived. Each retrieve ends once every instance it moved is stored."""
+    """Retrieve each query into ``archive``; return how many instances arrived.
+
+    From a DICOM node: C-MOVE to the archive's AE title; each retrieve ends
+    once every instance it moved is stored. From a DICOMweb node: WADO-RS
+    brings the instances in its responses (into memory, a few at a time),
+    and each is imported into the archive as it comes.
+    """
     received = 0
     for index, query in enumerate(queries):
 
         def report(step: Progress, index: int = index) -> None:
             progress((index, len(queries), step))
 
+        if isinstance(node, WebNode):
+            async with client.retrieve(node, query, on_progress=report) as instances:
+                async for instance in instances:
+                    await archive.add(await instance.load_dataset())
+                    received += 1
+            continue
         async with client.retrieve(node, query, via=archive, on_progress=report) as instances:
             async for _instance in instances:
                 received += 1
@@ -118,9 +188,9 @@ async def download(
 
 
 async def send(
-    client: Client, node: Node, paths: list[Path], *, progress: Callable[[int], None]
+    client: Client, node: AnyNode, paths: list[Path], *, progress: Callable[[int], None]
 ) -> tuple[int, int]:
-    """C-STORE ``paths`` to ``node``; return (stored, failed)."""
+    """C-STORE (or STOW-RS) ``paths`` to ``node``; return (stored, failed)."""
     done = 0
 
     def one(outcome: InstanceOutcome) -> None:
@@ -132,13 +202,15 @@ async def send(
     return len(result.succeeded), len(result.failed)
 
 
-async def preview(client: Client, node: Node, study_uid: str, series_uid: str) -> Any:
-    """The series as a volume, retrieved into memory by C-GET (nothing on disk)."""
+async def preview(client: Client, node: AnyNode, study_uid: str, series_uid: str) -> Any:
+    """The series as a volume, retrieved into memory by C-GET or WADO-RS (nothing on disk)."""
     query = Query.series(StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid)
     return await load_volume(client, node, query)
 
 
-async def save_mask(client: Client, node: Node, volume: Any, threshold: float) -> tuple[Any, Any]:
+async def save_mask(
+    client: Client, node: AnyNode, volume: Any, threshold: float
+) -> tuple[Any, Any]:
     """Threshold ``volume`` and send the mask to ``node`` as a DICOM Segmentation."""
     mask = volume.voxels > threshold
     segment = imaging.Segment(
@@ -186,6 +258,106 @@ def _text(ds: Any, keyword: str) -> str:
     return "" if value is None else str(value)
 
 
+class NodeDialog(wx.Dialog):
+    """Add a node: a DICOM node (AE title, host, port) or a DICOMweb node (a URL,
+    with an optional user and password, or a bearer token).
+
+    OK checks the fields and makes :attr:`node`; a mistake is shown in the
+    dialog, which stays open.
+    """
+
+    KINDS = ("DICOM (C-FIND, C-MOVE, C-STORE)", "DICOMweb (QIDO-RS, WADO-RS, STOW-RS)")
+
+    def __init__(self, parent: wx.Window) -> None:
+        super().__init__(parent, title="Add a node")
+        self.node: AnyNode | None = None
+        self.kind = wx.RadioBox(
+            self, label="Kind", choices=list(self.KINDS), majorDimension=1, style=wx.RA_SPECIFY_COLS
+        )
+        self.kind.Bind(wx.EVT_RADIOBOX, self.on_kind)
+        self.ae_field = wx.TextCtrl(self, size=(220, -1))
+        self.host_field = wx.TextCtrl(self, value="127.0.0.1")
+        self.port_field = wx.SpinCtrl(self, min=1, max=65535, initial=104)
+        self.url_field = wx.TextCtrl(self)
+        self.url_field.SetHint("https://pacs.example.org/dicom-web")
+        self.user_field = wx.TextCtrl(self)
+        self.password_field = wx.TextCtrl(self, style=wx.TE_PASSWORD)
+        self.token_field = wx.TextCtrl(self, style=wx.TE_PASSWORD)
+        self.name_field = wx.TextCtrl(self)
+        self.dicom_fields = (self.ae_field, self.host_field, self.port_field)
+        self.web_fields = (
+            self.url_field,
+            self.user_field,
+            self.password_field,
+            self.token_field,
+            self.name_field,
+        )
+        grid = wx.FlexGridSizer(2, 5, 5)
+        grid.AddGrowableCol(1)
+        for text, widget in (
+            ("AE title", self.ae_field),
+            ("Host", self.host_field),
+            ("Port", self.port_field),
+            ("URL", self.url_field),
+            ("User (optional)", self.user_field),
+            ("Password", self.password_field),
+            ("or token", self.token_field),
+            ("Name (optional)", self.name_field),
+        ):
+            grid.Add(wx.StaticText(self, label=text), 0, wx.ALIGN_CENTER_VERTICAL)
+            grid.Add(widget, 1, wx.EXPAND)
+        self.error_label = wx.StaticText(self, label="")
+        self.error_label.SetForegroundColour(wx.RED)
+        sizer = wx.BoxSizer(wx.VERTICAL)
+        sizer.Add(self.kind, 0, wx.EXPAND | wx.ALL, 6)
+        sizer.Add(grid, 0, wx.EXPAND | wx.ALL, 6)
+        sizer.Add(self.error_label, 0, wx.EXPAND | wx.ALL, 6)
+        sizer.Add(self.CreateStdDialogButtonSizer(wx.OK | wx.CANCEL), 0, wx.EXPAND | wx.ALL, 6)
+        self.Bind(wx.EVT_BUTTON, self.on_ok, id=wx.ID_OK)
+        self.SetSizerAndFit(sizer)
+        self.on_kind(None)
+
+    @property
+    def is_web(self) -> bool:
+        return bool(self.kind.GetSelection() == 1)
+
+    def on_kind(self, event: Any) -> None:
+        """Enable the fields of the chosen kind."""
+        for widget in self.dicom_fields:
+            widget.Enable(not self.is_web)
+        for widget in self.web_fields:
+            widget.Enable(self.is_web)
+
+    def make_node(self) -> AnyNode:
+        """The node the fields describe.
+
+        Raises:
+            ValueError: a field is wrong (the message says which).
+        """
+        if self.is_web:
+            return web_node(
+                self.url_field.GetValue().strip(),
+                self.user_field.GetValue().strip(),
+                self.password_field.GetValue(),
+                self.token_field.GetValue().strip(),
+                self.name_field.GetValue().strip(),
+            )
+        return Node(
+            self.ae_field.GetValue().strip(),
+            self.host_field.GetValue().strip(),
+            self.port_field.GetValue(),
+        )
+
+    def on_ok(self, event: Any) -> None:
+        try:
+            self.node = self.make_node()
+        except ValueError as exc:
+            self.error_label.SetLabel(str(exc))
+            self.Layout()
+            return
+        self.EndModal(wx.ID_OK)
+
+
 class BrowserFrame(wx.Frame):
     """The browser's main window. Its ``on_*`` methods are the button handlers."""
 
@@ -201,18 +373,19 @@ class BrowserFrame(wx.Frame):
         self.runner = WxRunner()
         self.storage = storage
         self.client = Client(ae_title)
-        self.nodes: list[Node] = []
+        self.nodes: list[AnyNode] = []
         self.local: Archive | None = None
         self.local_job: Job[None] | None = None
         self.local_count = 0
         self._restart_local = False
         self.demo: Archive | None = None
         self.demo_job: Job[None] | None = None
+        self.demo_stop: anyio.Event | None = None
         self.search_job: Job[int] | None = None
         self.transfer_job: Job[Any] | None = None
         self.last_result: str = ""
         self.volume: Any = None
-        self.volume_node: Node | None = None
+        self.volume_node: AnyNode | None = None
         self.image_job: Job[Any] | None = None
         self._patients: dict[str, Any] = {}
         self._studies: dict[str, Any] = {}
@@ -250,20 +423,13 @@ class BrowserFrame(wx.Frame):
         nodes_box = wx.StaticBoxSizer(wx.VERTICAL, panel, "Remote nodes")
         self.node_list = wx.ListCtrl(panel, style=wx.LC_REPORT | wx.LC_SINGLE_SEL)
         for index, (title, width) in enumerate(
-            [("AE title", 90), ("Host", 100), ("Port", 55), ("Echo", 110)]
+            [("AE title / name", 110), ("Host or URL", 150), ("Port", 55), ("Echo", 110)]
         ):
             self.node_list.InsertColumn(index, title, width=width)
         nodes_box.Add(self.node_list, 1, wx.EXPAND | wx.ALL, 4)
-        add_row = wx.BoxSizer(wx.HORIZONTAL)
-        self.node_ae_field = wx.TextCtrl(panel, size=(90, -1))
-        self.node_host_field = wx.TextCtrl(panel, value="127.0.0.1", size=(100, -1))
-        self.node_port_field = wx.SpinCtrl(panel, min=1, max=65535, initial=104, size=(130, -1))
-        for widget in (self.node_ae_field, self.node_host_field, self.node_port_field):
-            add_row.Add(widget, 0, wx.RIGHT, 3)
-        nodes_box.Add(add_row, 0, wx.ALL, 4)
         buttons = wx.BoxSizer(wx.HORIZONTAL)
         for label, handler in (
-            ("Add", self.on_add_node),
+            ("Add...", self.on_add_node),
             ("Remove", self.on_remove_node),
             ("Echo", self.on_echo),
         ):
@@ -420,13 +586,20 @@ class BrowserFrame(wx.Frame):
 
     # -- nodes --------------------------------------------------------------------------------
 
-    def add_node(self, node: Node) -> None:
+    def add_node(self, node: AnyNode) -> None:
         self.nodes.append(node)
+        if isinstance(node, WebNode):
+            row = self.node_list.InsertItem(
+                self.node_list.GetItemCount(), node.name or "(DICOMweb)"
+            )
+            self.node_list.SetItem(row, 1, node.url)
+            self.node_list.SetItem(row, 2, "HTTP")
+            return
         row = self.node_list.InsertItem(self.node_list.GetItemCount(), node.ae_title)
         self.node_list.SetItem(row, 1, node.host)
         self.node_list.SetItem(row, 2, str(node.port))
 
-    def selected_node(self) -> Node | None:
+    def selected_node(self) -> AnyNode | None:
         """The node selected in the list (the only one, if there is one)."""
         row = self.node_list.GetFirstSelected()
         if row < 0 and len(self.nodes) == 1:
@@ -434,16 +607,11 @@ class BrowserFrame(wx.Frame):
         return self.nodes[row] if 0 <= row < len(self.nodes) else None
 
     def on_add_node(self, event: Any) -> None:
-        try:
-            node = Node(
-                self.node_ae_field.GetValue().strip(),
-                self.node_host_field.GetValue().strip(),
-                self.node_port_field.GetValue(),
-            )
-        except ValueError as exc:
-            self.status(f"Cannot add the node: {exc}")
-            return
-        self.add_node(node)
+        """Ask for a node (DICOM or DICOMweb) in the node dialog and add it to the list."""
+        with NodeDialog(self) as dialog:
+            if dialog.ShowModal() == wx.ID_OK and dialog.node is not None:
+                self.add_node(dialog.node)
+                self.status(f"Added {dialog.node}")
 
     def on_remove_node(self, event: Any) -> None:
         row = self.node_list.GetFirstSelected()
@@ -462,7 +630,8 @@ class BrowserFrame(wx.Frame):
         def show(text: str) -> None:
             if row < len(self.nodes) and self.nodes[row] is node:
                 self.node_list.SetItem(row, 3, text)
-            self.status(f"C-ECHO {node.ae_title}: {text}")
+            verb = "QIDO-RS" if isinstance(node, WebNode) else "C-ECHO"
+            self.status(f"{verb} {node_label(node)}: {text}")
 
         self.runner.submit(
             self.client.echo,
@@ -504,7 +673,7 @@ class BrowserFrame(wx.Frame):
         self.tree.DeleteChildren(self.root)
         self._patients.clear()
         self._studies.clear()
-        self.status(f"Searching {node.ae_title}...")
+        self.status(f"Searching {node_label(node)}...")
         client = self.client
         self.search_job = self.runner.stream(
             lambda: search(client, node, query, modality),
@@ -614,7 +783,7 @@ class BrowserFrame(wx.Frame):
         if self._busy():
             return
         self.gauge.SetValue(0)
-        self.status(f"Downloading from {node.ae_title}...")
+        self.status(f"Downloading from {node_label(node)}...")
         self.transfer_job = self.runner.submit(
             download,
             self.client,
@@ -658,14 +827,14 @@ class BrowserFrame(wx.Frame):
             return
         self.send_files(paths, node)
 
-    def send_files(self, paths: Sequence[Path], node: Node) -> None:
-        """C-STORE ``paths`` to ``node``, with the progress bar."""
+    def send_files(self, paths: Sequence[Path], node: AnyNode) -> None:
+        """C-STORE (or STOW-RS) ``paths`` to ``node``, with the progress bar."""
         if self._busy():
             return
         files = list(paths)
         self.gauge.SetRange(max(len(files), 1))
         self.gauge.SetValue(0)
-        self.status(f"Sending {len(files)} file(s) to {node.ae_title}...")
+        self.status(f"Sending {len(files)} file(s) to {node_label(node)}...")
         self.transfer_job = self.runner.submit(
             send,
             self.client,
@@ -703,7 +872,7 @@ class BrowserFrame(wx.Frame):
         if self.image_job is not None and not self.image_job.done:
             self.status("A series is loading: wait for it")
             return
-        self.status(f"Loading the series from {node.ae_title}...")
+        self.status(f"Loading the series from {node_label(node)}...")
         self.image_job = self.runner.submit(
             preview,
             self.client,
@@ -715,7 +884,7 @@ class BrowserFrame(wx.Frame):
             on_cancelled=lambda: self.status("Preview cancelled"),
         )
 
-    def show_volume(self, volume: Any, node: Node) -> None:
+    def show_volume(self, volume: Any, node: AnyNode) -> None:
         """Keep the volume (for Save mask) and draw its middle slice (GUI thread)."""
         self.volume, self.volume_node = volume, node
         width, height, rgb = middle_slice(volume)
@@ -739,7 +908,7 @@ class BrowserFrame(wx.Frame):
             return
         threshold = self.threshold_field.GetValue()
         node = self.volume_node
-        self.status(f"Saving the mask (> {threshold:g}) to {node.ae_title}...")
+        self.status(f"Saving the mask (> {threshold:g}) to {node_label(node)}...")
         self.image_job = self.runner.submit(
             save_mask,
             self.client,
@@ -750,17 +919,18 @@ class BrowserFrame(wx.Frame):
             on_error=lambda exc: self.status(f"Saving the mask failed: {exc}"),
         )
 
-    def _mask_saved(self, result: tuple[Any, Any], node: Node) -> None:
+    def _mask_saved(self, result: tuple[Any, Any], node: AnyNode) -> None:
         seg, stored = result
         if stored.ok:
-            self.status(f"Saved the mask as SEG {seg.SOPInstanceUID} to {node.ae_title}")
+            self.status(f"Saved the mask as SEG {seg.SOPInstanceUID} to {node_label(node)}")
         else:
-            self.status(f"{node.ae_title} refused the mask: {stored.failed[0]}")
+            self.status(f"{node_label(node)} refused the mask: {stored.failed[0]}")
 
     # -- demo PACS and shutdown -------------------------------------------------------------------
 
     def start_demo(self) -> None:
-        """Start an embedded PACS with sample studies and add it to the node list."""
+        """Start an embedded PACS with sample studies and add it to the node list
+        (twice when it serves DICOMweb too: its DICOM and its DICOMweb face)."""
         directory = Path(tempfile.mkdtemp(prefix="adn-demo-pacs-"))
         self.demo = Archive(DEMO_AE, directory, port=0)
         if self.local is not None:
@@ -784,17 +954,41 @@ class BrowserFrame(wx.Frame):
             serve_demo,
             demo,
             datasets,
-            on_progress=lambda port: (
-                self.add_node(Node(DEMO_AE, "127.0.0.1", port)),
-                self.status(f"Demo PACS {DEMO_AE} on port {port}: select it and search"),
-            ),
+            web_available(),
+            on_progress=self._demo_started,
             on_error=lambda exc: self.status(f"Demo PACS failed: {exc}"),
             name="demo PACS",
         )
 
+    def _demo_started(self, where: tuple[int, str | None, anyio.Event]) -> None:
+        """Add the demo PACS to the node list: as a DICOM node, and as a DICOMweb one."""
+        port, url, self.demo_stop = where
+        self.add_node(Node(DEMO_AE, "127.0.0.1", port))
+        if url is None:
+            self.status(
+                f"Demo PACS {DEMO_AE} on port {port}: select it and search "
+                "(its DICOMweb face needs hypercorn: pip install 'aiodicomnet[web]')"
+            )
+            return
+        self.add_node(WebNode(url, name=DEMO_WEB))
+        self.status(f"Demo PACS {DEMO_AE} on port {port}, DICOMweb at {url}: select one, search")
+
     def on_close(self, event: Any) -> None:
-        self.runner.close()  # cancels transfers (C-CANCEL), stops the archives
-        self.Destroy()
+        # The running operations first (a C-MOVE or C-FIND gets its C-CANCEL), then
+        # the client's pooled associations and HTTP connections, then the demo
+        # PACS, then the loop with the local archive.
+        for job in (self.search_job, self.transfer_job, self.image_job):
+            if job is not None and not job.done:
+                job.cancel()
+                job.wait(10)
+        try:
+            self.runner.call(self.client.aclose)
+            if self.demo_stop is not None and self.demo_job is not None:
+                self.runner.portal.call(self.demo_stop.set)  # the demo PACS stops
+                self.demo_job.wait(10)
+        finally:
+            self.runner.close()  # cancels what is left, stops the local archive
+            self.Destroy()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
