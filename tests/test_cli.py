@@ -625,6 +625,7 @@ def test_nodes(
             "host": "127.0.0.1",
             "port": int(dead.split(":")[-1]),
             "description": None,
+            "tls": False,
         },
         {
             "name": "pacs",
@@ -632,6 +633,7 @@ def test_nodes(
             "host": "127.0.0.1",
             "port": pacs.port,
             "description": "the embedded PACS",
+            "tls": False,
         },
     ]
     code, out, _ = run(capsys, "nodes", "list")
