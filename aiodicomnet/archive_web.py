@@ -533,15 +533,33 @@ async def serve(
 
     # The task group is entered by hand so that an exception of the ``async with``
     # body leaves it as itself, not wrapped in an exception group.
+    stopped = anyio.Event()
+    # hypercorn closes its listening socket only when it shuts down by its trigger
+    # (cancelled, it leaves the socket open): the server task is shielded from the
+    # cancellation of the block around it, and stopped by ``stop`` (or, should it
+    # hang, by cancelling its own scope).
+    server_scope = anyio.CancelScope(shield=True)
+
+    async def run() -> None:
+        try:
+            with server_scope:
+                await run_server(app, config, shutdown_trigger=shutdown)
+        finally:
+            stopped.set()
+
     tg = anyio.create_task_group()
     await tg.__aenter__()
-    tg.start_soon(lambda: run_server(app, config, shutdown_trigger=shutdown))
+    tg.start_soon(run)
     try:
         yield DicomWebServer(f"http://{shown}:{bound}{ROOT}", bound)
     except BaseException:
         stop.set()
-        tg.cancel_scope.cancel()
-        with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(config.graceful_timeout + 4):
+            await stopped.wait()
+        server_scope.cancel()
+        # Not inside a new scope: the task group was entered outside it, and anyio
+        # refuses to leave a scope from inside another.
+        with contextlib.suppress(BaseException):
             await tg.__aexit__(None, None, None)
         raise
     stop.set()

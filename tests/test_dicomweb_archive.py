@@ -5,11 +5,13 @@ DICOMweb face (aiodicomnet.archive_web on hypercorn), on the same index as its D
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 from anyio.from_thread import start_blocking_portal
@@ -207,3 +209,18 @@ async def test_browse_a_dicomweb_node(web_archive: WebArchive, clean: None) -> N
     assert len(patient.studies) == 2
     assert all(len(study.series) == 2 for study in patient.studies)
     assert all(s.instances == 3 for study in patient.studies for s in study.series)
+
+
+async def test_a_cancelled_dicomweb_block_stops_the_server(tmp_path: Path) -> None:
+    """Leaving ``archive.dicomweb()`` by cancellation stops hypercorn and frees the port
+    (it used to fail: a task group left from inside a new cancel scope)."""
+    archive = adn.Archive("CANCELWEB", tmp_path / "archive")
+    async with archive:
+        with anyio.move_on_after(30) as outer:
+            async with archive.dicomweb() as web:
+                port = web.port
+                outer.cancel()
+                await anyio.sleep_forever()
+        assert outer.cancelled_caught
+    with socket.create_server(("127.0.0.1", port)):
+        pass  # the port is free again
