@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -795,3 +796,19 @@ async def test_event_loop_stays_responsive(series_300: tuple[list[Dataset], Path
         done.set()
     assert len(lags) > 10
     assert max(lags) < 0.05, f"loop stalled {max(lags) * 1000:.0f} ms"
+
+
+async def test_a_stopped_server_leaves_no_stream_to_the_collector(no_leaks: Any) -> None:
+    """Both ends of the receive stream are closed when the server stops (anyio warns,
+    at collection, about a memory stream nobody closed)."""
+
+    async def run_one() -> None:
+        async with StorageServer("NOLEAK") as scp:
+            assert scp.port
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        await run_one()
+        gc.collect()  # the server and its streams are unreferenced now
+    unclosed = [w for w in caught if "MemoryObject" in str(w.message)]
+    assert unclosed == []

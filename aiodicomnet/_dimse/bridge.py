@@ -359,6 +359,9 @@ class Inlet(Generic[T]):
         """Stop reading: items still queued are dropped, the thread's next put fails."""
         self._box.abandon()
         self._receive.close()
+        # On the loop, so the send side can be closed here too (the thread's own
+        # close() is skipped once abandoned): no stream is left for the collector.
+        self._box._send.close()
 
     def __enter__(self) -> Inlet[T]:
         return self
