@@ -28,8 +28,12 @@ meaning.
     |   +-- BurnedInAnnotationRefused  refused by a de-identification policy (burned-in text)
     +-- CohortInputError        a cohort list (CSV) row that cannot be turned into a query
     +-- ImagingError            instances that do not make an image, or an image that
-                                does not make DICOM (aiodicomnet.imaging.errors: one
-                                subclass per problem, and MissingExtra)
+    |                           does not make DICOM (aiodicomnet.imaging.errors: one
+    |                           subclass per problem, and MissingExtra)
+    +-- HttpError               a DICOMweb server answered with an HTTP error
+        +-- AuthError           401 / 403: authentication or authorisation refused
+        +-- NotFound            404: no such study, series, instance or endpoint
+        +-- ServerError         5xx
 
 ``DicomTimeout`` also derives from the built-in :class:`TimeoutError`, so
 ``except TimeoutError`` catches it.
