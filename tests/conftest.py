@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -48,10 +49,19 @@ class LeakCheck:
         ]
 
     def new_threads(self, join_timeout: float = 15.0) -> list[threading.Thread]:
-        """Threads started since the baseline still alive after joining them (bounded)."""
-        for t in self._new():
-            t.join(join_timeout)
-        return [t for t in self._new() if t.is_alive()]
+        """Threads started since the baseline still alive after joining them (bounded).
+
+        Joined until none is left, since clean-up still running (an abandoned async
+        generator finalized in a task of its own) may start a thread (a join) while
+        the first ones are joined.
+        """
+        deadline = time.monotonic() + join_timeout
+        while True:
+            alive = [t for t in self._new() if t.is_alive()]
+            if not alive or time.monotonic() >= deadline:
+                return alive
+            for t in alive:
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def new_connections(self) -> set[tuple[object, object, str]]:
         return _connections() - self.connections
