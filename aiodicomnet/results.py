@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import status as _status
+from .errors import DicomError
 
-__all__ = ["InstanceOutcome", "Progress", "StoreResult"]
+__all__ = ["InstanceOutcome", "OnOutcome", "OutcomeLog", "Progress", "StoreResult"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,35 @@ class StoreResult:
 
     def __len__(self) -> int:
         return len(self.outcomes)
+
+
+#: Called with each :class:`InstanceOutcome` as it is known.
+OnOutcome = Callable[[InstanceOutcome], object]
+
+
+class OutcomeLog:
+    """A store in progress, over any transport: its outcomes, each reported as it
+    comes, and the errors that lost whole batches.
+
+    :meth:`finish` returns the :class:`StoreResult`, or raises the first error
+    with that result as its ``partial`` (an outcome for every instance either way).
+    """
+
+    def __init__(self, on_progress: OnOutcome | None = None) -> None:
+        self.result = StoreResult([])
+        self.errors: list[DicomError] = []
+        self._on_progress = on_progress
+
+    def record(self, outcome: InstanceOutcome) -> None:
+        self.result.outcomes.append(outcome)
+        if self._on_progress is not None:
+            self._on_progress(outcome)
+
+    def finish(self) -> StoreResult:
+        if self.errors:
+            self.errors[0].partial = self.result
+            raise self.errors[0]
+        return self.result
 
 
 @dataclass(frozen=True)
