@@ -22,8 +22,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from aiodicomnet.imaging import volume_from
+from tests.data import write_files
 from tests.peers.util import dcmtk_binary, missing
-from tests.test_imaging_data import phantom_ct, phantom_hu, sitk_series, write_series
+from tests.test_imaging_data import phantom_ct, phantom_hu, sitk_series
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (12, 24, 20)
@@ -78,8 +79,8 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, list[Path]]:
     """The phantom as uncompressed files, in 12 bits (False) and in 8 bits (True)."""
     base = tmp_path_factory.mktemp("plain")
     return {
-        False: write_series(base / "12", phantom_ct()),
-        True: write_series(base / "8", eight_bit(phantom_ct())),
+        False: write_files(base / "12", phantom_ct()),
+        True: write_files(base / "8", eight_bit(phantom_ct())),
     }
 
 

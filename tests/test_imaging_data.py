@@ -108,17 +108,6 @@ def phantom_ct(
     return out
 
 
-def write_series(directory: Path, datasets: Sequence[Dataset]) -> list[Path]:
-    """Part 10 files, one per data set, named by SOP Instance UID."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ds in datasets:
-        path = directory / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
 def sitk_series(
     directory: Path,
 ) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...], tuple[float, ...]]:

@@ -21,6 +21,7 @@ from aiodicomnet.imaging import Segment, Volume, encapsulated_stl, segmentation
 from aiodicomnet.imaging.errors import AmbiguousSeries, SeriesNotFound
 from aiodicomnet.query import Query
 from aiodicomnet.storage import IncomingInstance, MemoryStorage, ReceivedInstance
+from tests.data import write_files
 from tests.peers.dcmtk import StoreScp
 from tests.peers.orthanc import OrthancServer
 from tests.test_imaging_data import (
@@ -28,7 +29,6 @@ from tests.test_imaging_data import (
     dciodvfy_errors,
     phantom_ct,
     sitk_series,
-    write_series,
 )
 
 pytestmark = pytest.mark.orthanc
@@ -67,7 +67,7 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Dataset], Pa
     """The phantom series and its files (which SimpleITK reads too)."""
     series = phantom_ct(patient_id=PATIENT, series_description=DESCRIPTION)
     directory = tmp_path_factory.mktemp("phantom")
-    write_series(directory, series)
+    write_files(directory, series)
     return series, directory
 
 

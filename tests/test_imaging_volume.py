@@ -34,7 +34,8 @@ from aiodicomnet.imaging.errors import (
     PixelDataError,
 )
 from aiodicomnet.storage import DiskStorage, IncomingInstance, MemoryStorage
-from tests.test_imaging_data import BONE, phantom_ct, phantom_hu, sitk_series, write_series
+from tests.data import write_files
+from tests.test_imaging_data import BONE, phantom_ct, phantom_hu, sitk_series
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,7 @@ def assert_same_as_sitk(volume: Volume, directory: Path) -> None:
 
 def test_files_make_the_volume_simpleitk_reads(tmp_path: Path) -> None:
     series = phantom_ct()
-    paths = write_series(tmp_path, series)
+    paths = write_files(tmp_path, series)
     volume = volume_from(paths)
     assert_same_as_sitk(volume, tmp_path)
     # Ordered by position along the normal, not by Instance Number (which runs backwards).
@@ -156,7 +157,7 @@ def test_every_kind_of_source_gives_the_same_volume(kind: str, tmp_path: Path) -
 
 
 async def test_load_volume_from_runs_in_a_worker_thread(tmp_path: Path) -> None:
-    paths = write_series(tmp_path, phantom_ct())
+    paths = write_files(tmp_path, phantom_ct())
     volume = await load_volume_from(paths)
     assert np.array_equal(volume.voxels, phantom_hu(12, 24, 20))
 
@@ -176,7 +177,7 @@ def test_fractional_rescale_gives_floats(tmp_path: Path) -> None:
     for ds in series:
         ds.RescaleSlope = 0.5
         ds.RescaleIntercept = -512.25
-    paths = write_series(tmp_path, series)
+    paths = write_files(tmp_path, series)
     volume = volume_from(paths)
     assert volume.voxels.dtype == np.float32
     stored = phantom_hu(12, 24, 20).astype(np.float64) + 1024
@@ -423,7 +424,7 @@ def test_positions_rounded_to_two_decimals_are_regular(tmp_path: Path) -> None:
     series = phantom_ct(spacing=0.625)
     for ds in series:
         ds.ImagePositionPatient = [round(float(v), 2) for v in ds.ImagePositionPatient]
-    paths = write_series(tmp_path, series)
+    paths = write_files(tmp_path, series)
     volume = volume_from(paths)
     assert volume.spacing[0] == pytest.approx(0.625, abs=0.002)
     assert np.array_equal(volume.voxels, phantom_hu(12, 24, 20))

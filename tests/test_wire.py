@@ -83,6 +83,28 @@ async def test_files_arrive_as_they_are_at_every_pdu_size(
         assert storage.encoded[uid] == data_set_bytes(path), path.name
 
 
+async def test_each_file_meta_is_read_once(
+    odd_files: list[Path], monkeypatch: pytest.MonkeyPatch, no_leaks: Any
+) -> None:
+    """Planning reads a file's File Meta Information; the association sends from what
+    planning read (no second read per file)."""
+    reads: list[Path] = []
+    split = wire.split_dataset
+
+    def counting(path: Path) -> Any:
+        reads.append(path)
+        return split(path)
+
+    monkeypatch.setattr(wire, "split_dataset", counting)
+    async with (
+        adn.StorageServer("WIRESCP", stream=False) as scp,
+        adn.Client("WIRESCU") as client,
+    ):
+        result = await client.store(scp.node, odd_files)
+    assert result.ok, result.failed
+    assert sorted(reads) == sorted(odd_files)
+
+
 @pytest.mark.parametrize("max_pdu", PDU_SIZES)
 async def test_data_sets_in_memory_arrive_whole_at_every_pdu_size(
     max_pdu: int, no_leaks: Any

@@ -72,11 +72,12 @@ from .patches import (
     wake_negotiation,
 )
 from .transcode import for_contexts
-from .wire import FileToSend, read_file_to_send, send_c_store_file, write_stalled
+from .wire import FileToSend, send_c_store_file, write_stalled
 
 __all__ = [
     "Association",
     "ReportSender",
+    "SendItem",
     "StoreItem",
     "check_identity",
     "commitment_report",
@@ -93,6 +94,9 @@ Merge = Callable[[Callable[[Any], None]], contextlib.AbstractContextManager[Any]
 
 #: What C-STORE sends: a Dataset (with file_meta) or the path of a Part 10 file.
 StoreItem = Dataset | Path
+#: What an association sends: a data set, or a file whose File Meta Information
+#: was read when the store was planned (:func:`.wire.read_file_to_send`).
+SendItem = Dataset | FileToSend
 
 #: A C-STORE handler for C-GET sub-operations: ``(event) -> status``.
 StoreHandler = Callable[[evt.Event], Any]
@@ -137,8 +141,18 @@ def _progress(status_ds: Dataset, identifier: Dataset | None, done: bool) -> Pro
     )
 
 
-def not_sent(item: StoreItem, error: str, ds: Dataset | None = None) -> InstanceOutcome:
+def not_sent(
+    item: StoreItem | FileToSend, error: str, ds: Dataset | None = None
+) -> InstanceOutcome:
     """The outcome of an instance that was not stored: status ``None`` and why."""
+    if isinstance(item, FileToSend):
+        return InstanceOutcome(
+            sop_instance_uid=item.sop_instance_uid,
+            sop_class_uid=item.sop_class_uid,
+            status=None,
+            source=item.path,
+            error=error,
+        )
     source = item if isinstance(item, Path) else None
     if ds is None and isinstance(item, Dataset):
         ds = item
@@ -309,7 +323,7 @@ class Association:
         rtt: float = await self._call(self._echo_in_thread)
         return rtt
 
-    async def store(self, items: Iterable[StoreItem]) -> AsyncGenerator[InstanceOutcome, None]:
+    async def store(self, items: Iterable[SendItem]) -> AsyncGenerator[InstanceOutcome, None]:
         """Send each item with C-STORE, yielding one outcome per item as it completes."""
         async with aclosing(self._stream(self._store_in_thread, list(items))) as outcomes:
             async for outcome in outcomes:
@@ -914,7 +928,7 @@ class Association:
         finally:
             self._get_box = self._get_request = None
 
-    def _store_in_thread(self, box: Outbox[InstanceOutcome], items: list[StoreItem]) -> None:
+    def _store_in_thread(self, box: Outbox[InstanceOutcome], items: list[SendItem]) -> None:
         """One outcome per item, in order, until the association is lost.
 
         Then it raises (AssociationAborted or DimseTimeout, from
@@ -932,26 +946,26 @@ class Association:
         finally:
             box.close()
 
-    def _store_one(self, item: StoreItem) -> InstanceOutcome:
+    def _store_one(self, item: SendItem) -> InstanceOutcome:
         """Send one instance and return its outcome; raise if the association is lost.
 
         A file whose transfer syntax the peer accepted is sent as it is, its
         bytes streamed from the file (:func:`.wire.send_c_store_file`); any
         other item is decoded, converted if the peer needs it, and encoded once.
         """
-        if isinstance(item, Path):
-            try:
-                held = read_file_to_send(item)
-            except ValueError as exc:
-                return not_sent(item, f"unreadable DICOM file: {exc}")
-            sent = self._store_file_as_is(held)
+        source: Path | None = None
+        ds: Dataset
+        if isinstance(item, FileToSend):
+            sent = self._store_file_as_is(item)
             if sent is not None:
                 return sent
-        ds: Dataset | None = None
-        try:
-            ds = dcmread(item) if isinstance(item, Path) else item
-        except Exception as exc:
-            return not_sent(item, f"unreadable DICOM file: {exc}")
+            source = item.path
+            try:
+                ds = dcmread(source)
+            except Exception as exc:
+                return not_sent(item, f"unreadable DICOM file: {exc}")
+        else:
+            ds = item
         if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
             return not_sent(item, "dataset has no SOP Class/Instance UID", ds)
         assoc = self._assoc
@@ -966,7 +980,7 @@ class Association:
             rsp = assoc.send_c_store(ds, msg_id=self._next_id())
         except (ValueError, AttributeError) as exc:
             return not_sent(item, str(exc), ds)
-        return self._stored(rsp, str(ds.SOPInstanceUID), str(ds.SOPClassUID), item)
+        return self._stored(rsp, str(ds.SOPInstanceUID), str(ds.SOPClassUID), source)
 
     def _store_file_as_is(self, held: FileToSend) -> InstanceOutcome | None:
         """Send a file's bytes as they are if a context carries its syntax; else None."""
@@ -985,7 +999,7 @@ class Association:
         return self._stored(rsp, held.sop_instance_uid, held.sop_class_uid, held.path)
 
     def _stored(
-        self, rsp: Dataset, sop_instance_uid: str, sop_class_uid: str, item: StoreItem
+        self, rsp: Dataset, sop_instance_uid: str, sop_class_uid: str, source: Path | None
     ) -> InstanceOutcome:
         """The outcome of a C-STORE from its response; raise if none came."""
         if "Status" not in rsp:  # no response: pynetdicom has aborted, or the peer did
@@ -994,7 +1008,7 @@ class Association:
             sop_instance_uid=sop_instance_uid,
             sop_class_uid=sop_class_uid,
             status=int(rsp.Status),
-            source=item if isinstance(item, Path) else None,
+            source=source,
         )
 
     def _store_lost(self, *, unanswered: bool) -> DicomError:

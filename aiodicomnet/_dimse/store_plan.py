@@ -10,28 +10,26 @@ whatever fails and wherever (negotiation, a lost association, a timeout).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import anyio
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext
 
 from ..errors import DicomError, NegotiationError
 from ..nodes import Node
-from ..results import InstanceOutcome, StoreResult
+from ..results import InstanceOutcome, OnOutcome, OutcomeLog, StoreResult
 from . import contexts as _cx
-from .association import Association, StoreItem, not_sent
+from .association import Association, SendItem, StoreItem, not_sent
 from .bridge import run_in_thread
 from .connector import Connector
+from .wire import read_file_to_send
 
 __all__ = ["StoreSource", "flatten", "plan_store", "send_all"]
-
-OnOutcome = Callable[[InstanceOutcome], object]
 
 #: What :meth:`Client.store` accepts: items, paths as strings, or an iterable of them.
 StoreSource = StoreItem | str | Iterable[StoreItem | str]
@@ -45,15 +43,16 @@ def flatten(items: StoreSource) -> list[StoreItem]:
 
 def plan_store(
     items: list[StoreItem],
-) -> tuple[dict[tuple[str, str], list[StoreItem]], list[InstanceOutcome]]:
+) -> tuple[dict[tuple[str, str], list[SendItem]], list[InstanceOutcome]]:
     """Group what to send by (SOP class, transfer syntax); report what cannot be sent.
 
-    Runs in a worker thread: reads only the file meta information of files.
+    Runs in a worker thread: reads only the File Meta Information of files
+    (once: the association sends from what is read here).
     """
-    plan: dict[tuple[str, str], list[StoreItem]] = {}
+    plan: dict[tuple[str, str], list[SendItem]] = {}
     rejected: list[InstanceOutcome] = []
 
-    def add(key: tuple[str, str], item: StoreItem) -> None:
+    def add(key: tuple[str, str], item: SendItem) -> None:
         plan.setdefault(key, []).append(item)
 
     for item in items:
@@ -69,12 +68,11 @@ def plan_store(
         paths = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
         for path in paths:
             try:
-                meta = read_file_meta_info(path)
-                key = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
-            except Exception as exc:
-                rejected.append(not_sent(path, f"not a DICOM Part 10 file: {exc}"))
+                held = read_file_to_send(path)
+            except ValueError as exc:
+                rejected.append(not_sent(path, str(exc)))
                 continue
-            add(key, path)
+            add((held.sop_class_uid, held.transfer_syntax), held)
     return plan, rejected
 
 
@@ -107,22 +105,15 @@ async def send_all(
     if associations < 1:
         raise ValueError(f"associations must be at least 1, not {associations}")
     plan, rejected = await run_in_thread(plan_store, flatten(items))
-    result = StoreResult([])
-
-    def record(outcome: InstanceOutcome) -> None:
-        result.outcomes.append(outcome)
-        if on_progress is not None:
-            on_progress(outcome)
-
+    log = OutcomeLog(on_progress)
     for outcome in rejected:
-        record(outcome)
-    errors: list[DicomError] = []
+        log.record(outcome)
 
-    async def send(group: list[PresentationContext], batch: list[StoreItem]) -> None:
+    async def send(group: list[PresentationContext], batch: list[SendItem]) -> None:
         try:
-            await _send_batch(connector, node, group, batch, record)
+            await _send_batch(connector, node, group, batch, log.record)
         except DicomError as exc:
-            errors.append(exc)
+            log.errors.append(exc)
 
     for group, keys in _cx.store_context_groups(plan.keys()):
         batch = [item for key in keys for item in plan[key]]
@@ -133,17 +124,14 @@ async def send_all(
         async with anyio.create_task_group() as tg:
             for i in range(n):
                 tg.start_soon(send, group, batch[i * size : (i + 1) * size])
-    if errors:
-        errors[0].partial = result
-        raise errors[0]
-    return result
+    return log.finish()
 
 
 async def _send_batch(
     connector: Connector,
     node: Node,
     group: list[PresentationContext],
-    batch: list[StoreItem],
+    batch: list[SendItem],
     record: OnOutcome,
 ) -> None:
     """Send ``batch`` on one association; every item gets exactly one outcome.

@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import io
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import dcmwrite
 
-from .._dimse.association import StoreItem, not_sent
+from .._dimse.association import SendItem, StoreItem, not_sent
 from .._dimse.bridge import run_in_thread
 from .._dimse.store_plan import StoreSource, flatten, plan_store
 from ..errors import DicomError, HttpError, ProtocolError
-from ..results import InstanceOutcome, StoreResult
+from ..results import InstanceOutcome, OnOutcome, OutcomeLog, StoreResult
 from .dicom_json import dataset_from_json, parse_json
 from .multipart import closing, part_header
 from .session import Session
@@ -48,15 +47,13 @@ BATCH_BYTES = 256 * 1024 * 1024
 _DICOM = "application/dicom"
 _PROCESSING_FAILURE = 0x0110
 
-OnOutcome = Callable[[InstanceOutcome], object]
-
 
 class _Entry:
     """One instance to send: its identity and how to get its Part 10 bytes."""
 
     __slots__ = ("data", "item", "path", "size", "sop_class", "sop_instance")
 
-    def __init__(self, item: StoreItem) -> None:
+    def __init__(self, item: SendItem) -> None:
         self.item = item
         self.path: Path | None = None
         self.data: bytes | None = None
@@ -67,12 +64,11 @@ class _Entry:
             self.size = len(self.data)
             self.sop_class = str(item.SOPClassUID)
             self.sop_instance = str(item.SOPInstanceUID)
-        else:
-            self.path = item
-            meta = read_file_meta_info(item)
-            self.size = item.stat().st_size
-            self.sop_class = str(meta.MediaStorageSOPClassUID)
-            self.sop_instance = str(meta.MediaStorageSOPInstanceUID)
+        else:  # its File Meta Information was read when the store was planned
+            self.path = item.path
+            self.size = item.path.stat().st_size
+            self.sop_class = item.sop_class_uid
+            self.sop_instance = item.sop_instance_uid
 
     def read(self) -> bytes:  # in a worker thread
         if self.data is not None:
@@ -137,16 +133,10 @@ async def store(
     if concurrency < 1:
         raise ValueError(f"associations must be at least 1, not {concurrency}")
     entries, rejected = await run_in_thread(_entries_in_thread, flatten(items))
-    result = StoreResult([])
-
-    def record(outcome: InstanceOutcome) -> None:
-        result.outcomes.append(outcome)
-        if on_progress is not None:
-            on_progress(outcome)
-
+    log = OutcomeLog(on_progress)
+    record, errors = log.record, log.errors
     for outcome in rejected:
         record(outcome)
-    errors: list[DicomError] = []
     batches = _batches(entries)
     limiter = anyio.CapacityLimiter(concurrency)
 
@@ -169,10 +159,7 @@ async def store(
     async with anyio.create_task_group() as tg:
         for batch in batches:
             tg.start_soon(send, batch)
-    if errors:
-        errors[0].partial = result
-        raise errors[0]
-    return result
+    return log.finish()
 
 
 async def _send_batch(session: Session, batch: list[_Entry]) -> list[InstanceOutcome]:
