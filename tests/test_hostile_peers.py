@@ -281,6 +281,34 @@ async def test_peer_that_stops_reading_mid_store(no_leaks: Any) -> None:
     assert isinstance(info.value, adn.DimseTimeout), info.value
 
 
+@pytest.mark.parametrize(
+    "items",
+    [
+        (100).to_bytes(4, "big") + b"\x01\x03" + bytes(4),  # an item longer than the PDU
+        (1).to_bytes(4, "big") + b"\x01",  # an item too short for its headers
+        b"\x00\x00",  # a PDU too short for an item header
+    ],
+    ids=["item-overruns", "item-too-short", "truncated-header"],
+)
+async def test_p_data_whose_items_do_not_add_up(items: bytes, no_leaks: Any) -> None:
+    """A P-DATA-TF whose PDV items do not fill it exactly is an invalid PDU (Evt19):
+    the association is aborted, the request fails with a typed error, nothing is left."""
+
+    def script(conn: socket.socket) -> None:
+        associate(conn)
+        read_message(conn, with_dataset=False)  # the C-ECHO request
+        conn.sendall(header(0x04, len(items)) + items)
+        with contextlib.suppress(OSError):
+            conn.recv(64)  # our A-ABORT, or the close
+
+    with raw_peer(script) as peer:
+        async with Client("TESTSCU", timeouts=FAST) as client:
+            with anyio.fail_after(10), pytest.raises(adn.DicomError) as info:
+                await client.echo(peer.node)
+    # told at once, not found out by waiting for a response that never comes
+    assert not isinstance(info.value, adn.DimseTimeout), info.value
+
+
 # -- the client: lying lengths --------------------------------------------------------------
 
 
