@@ -481,4 +481,6 @@ async def test_store_over_two_associations_one_cut_in_negotiation(
     stored = [o for o in partial.outcomes if o.status == 0]
     unsent = [o for o in partial.outcomes if o.status is None]
     assert len(stored) == 5 and len(unsent) == 5
-    assert all((o.error or "").startswith(("not sent", "sent, but")) for o in unsent)
+    assert all((o.error or "").startswith(("not sent", "sent, but")) for o in unsent), [
+        o.error for o in unsent
+    ]

@@ -979,6 +979,8 @@ class Association:
             self._request_sent()
             rsp = assoc.send_c_store(ds, msg_id=self._next_id())
         except (ValueError, AttributeError) as exc:
+            if not assoc.is_established:  # aborted under us: no context is left to find
+                raise self._store_lost(unanswered=False) from exc
             return not_sent(item, str(exc), ds)
         return self._stored(rsp, str(ds.SOPInstanceUID), str(ds.SOPClassUID), source)
 
